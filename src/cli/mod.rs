@@ -1,0 +1,81 @@
+//! Argument parsing and wiring: one file per subcommand, one `match` to dispatch.
+
+mod plan;
+mod validate;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// hotsync keeps OpenKruiseGame GameServerSets in step with a Git repository and rolls sidecar image
+/// bumps out as in-place container restarts, so that players stay connected.
+#[derive(Debug, Parser)]
+#[command(name = "hotsync", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Plan(plan::PlanArgs),
+    Validate(validate::ValidateArgs),
+}
+
+/// Where the manifests come from.
+#[derive(Debug, Args, Clone)]
+pub struct SourceArgs {
+    /// The repository: a local path or a URL (cloned into the cache directory).
+    #[arg(long, default_value = ".", env = "HOTSYNC_REPO")]
+    pub repo: String,
+    /// The directory of the repository that holds the manifests.
+    #[arg(long, default_value = ".", env = "HOTSYNC_PATH")]
+    pub path: String,
+    /// The namespace of sets that name none.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Where clones of remote repositories are kept.
+    #[arg(long, env = "HOTSYNC_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    pub fn load_options(&self) -> hotsync::manifest::LoadOptions {
+        hotsync::manifest::LoadOptions {
+            default_namespace: self.namespace.clone(),
+            ..Default::default()
+        }
+    }
+
+    pub fn open(&self) -> anyhow::Result<hotsync::source::Repo> {
+        let cache = self.cache_dir.clone().unwrap_or_else(default_cache_dir);
+        Ok(hotsync::source::Repo::open_or_clone(
+            &self.repo,
+            &cache,
+            &Default::default(),
+        )?)
+    }
+}
+
+fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("hotsync")
+}
+
+/// Output formats of reports.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Markdown,
+    Json,
+}
+
+/// Runs a command and returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Plan(args) => plan::run(args),
+        Command::Validate(args) => validate::run(args),
+    }
+}

@@ -1,0 +1,617 @@
+//! Semantic diff of two GameServerSets and the classification of every change, by Kruise's own rules.
+//!
+//! Input: the set as it was (base revision, or the cluster) and as Git wants it. Output: a [`SetDiff`]
+//! naming each changed field with its class, each container whose image changes, and the set's impact.
+//! Pure: no I/O. Formatting (key order, quoting, flow or block style) never shows: both sides are compared
+//! as typed values, after defaults are filled in and quantities put in canonical form.
+
+use crate::model::{policy_is_in_place, GameServerSet};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+
+/// What a single field change does to running game servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Class {
+    /// Changes the set's configuration only; no pod is touched.
+    Config,
+    /// Adds or removes game servers.
+    Scale,
+    /// Restarts containers in place; pods, their IPs and players stay.
+    HotUpdate,
+    /// Deletes and recreates pods: players on them are disconnected.
+    Recreate,
+}
+
+/// The most disruptive thing that happens to a set. `Create` and `Delete` stand alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Impact {
+    NoChange,
+    Config,
+    Scale,
+    HotUpdate,
+    Recreate,
+    Create,
+    Delete,
+}
+
+impl From<Class> for Impact {
+    fn from(c: Class) -> Self {
+        match c {
+            Class::Config => Impact::Config,
+            Class::Scale => Impact::Scale,
+            Class::HotUpdate => Impact::HotUpdate,
+            Class::Recreate => Impact::Recreate,
+        }
+    }
+}
+
+impl Impact {
+    /// The name used in reports and on the command line (`--fail-on recreate`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Impact::NoChange => "NoChange",
+            Impact::Config => "Config",
+            Impact::Scale => "Scale",
+            Impact::HotUpdate => "HotUpdate",
+            Impact::Recreate => "Recreate",
+            Impact::Create => "Create",
+            Impact::Delete => "Delete",
+        }
+    }
+}
+
+/// One changed field: its path, both values (absent where the field is absent) and its class.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FieldChange {
+    pub path: String,
+    pub from: Option<Value>,
+    pub to: Option<Value>,
+    pub class: Class,
+}
+
+/// A container of the template whose image differs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerChange {
+    pub name: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// True when Kruise restarts this container in place.
+    pub in_place: bool,
+}
+
+/// The diff of one set.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetDiff {
+    pub namespace: String,
+    pub name: String,
+    pub impact: Impact,
+    pub changes: Vec<FieldChange>,
+    pub containers: Vec<ContainerChange>,
+    pub warnings: Vec<String>,
+    /// sha256 of the normalised pod template on each side.
+    pub fingerprint: Fingerprints,
+    /// Replicas on each side.
+    pub replicas: Replicas,
+    /// The head's pod update policy (`ReCreate` when absent).
+    pub pod_update_policy: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Fingerprints {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Replicas {
+    pub from: Option<i32>,
+    pub to: Option<i32>,
+}
+
+/// Fills in the defaults that OKG and Kruise apply, so that an absent field and its default compare equal.
+pub fn normalise(gss: &GameServerSet) -> Value {
+    let mut g = gss.clone();
+    g.status = None;
+    let us = g.spec.update_strategy.get_or_insert_with(Default::default);
+    us.type_.get_or_insert_with(|| "RollingUpdate".to_string());
+    let ru = us.rolling_update.get_or_insert_with(Default::default);
+    ru.pod_update_policy
+        .get_or_insert_with(|| "ReCreate".to_string());
+    ru.max_unavailable
+        .get_or_insert(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1));
+    ru.partition.get_or_insert(0);
+    ru.paused.get_or_insert(false);
+    let ss = g.spec.scale_strategy.get_or_insert_with(Default::default);
+    ss.scale_down_strategy_type
+        .get_or_insert_with(|| "General".to_string());
+    let spec = serde_json::to_value(&g.spec).unwrap_or(Value::Null);
+    let meta = serde_json::json!({
+        "labels": g.metadata.labels,
+        "annotations": g.metadata.annotations.map(|a| a.into_iter()
+            .filter(|(k, _)| !is_tool_annotation(k))
+            .collect::<std::collections::BTreeMap<_, _>>()),
+    });
+    let mut v = serde_json::json!({"metadata": meta, "spec": spec});
+    prune(&mut v, "");
+    v
+}
+
+/// Annotations that tools write on the live object and that are no part of the desired state.
+fn is_tool_annotation(key: &str) -> bool {
+    key == "kubectl.kubernetes.io/last-applied-configuration" || key.starts_with("hotsync.dev/")
+}
+
+/// Removes nulls, empty maps and empty lists (absent and empty mean the same to the API), and puts
+/// quantities in canonical form.
+fn prune(v: &mut Value, path: &str) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Object(m) => {
+            let keys: Vec<String> = m.keys().cloned().collect();
+            for k in keys {
+                let child_path = format!("{path}.{k}");
+                let keep = m.get_mut(&k).is_some_and(|c| prune(c, &child_path));
+                if !keep {
+                    m.remove(&k);
+                }
+            }
+            !m.is_empty()
+        }
+        Value::Array(a) => {
+            for c in a.iter_mut() {
+                prune(c, path);
+            }
+            !a.is_empty()
+        }
+        Value::String(s) => {
+            if is_quantity_path(path) {
+                if let Some(c) = canonical_quantity(s) {
+                    *s = c;
+                }
+            }
+            true
+        }
+        _ => {
+            if is_quantity_path(path) {
+                if let Some(c) = canonical_quantity(&v.to_string()) {
+                    *v = Value::String(c);
+                }
+            }
+            true
+        }
+    }
+}
+
+fn is_quantity_path(path: &str) -> bool {
+    path.contains(".resources.limits.")
+        || path.contains(".resources.requests.")
+        || path.ends_with(".sizeLimit")
+        || path.contains(".overhead.")
+}
+
+/// The canonical form of a Kubernetes quantity (`500m` and `0.5` are equal), or `None` when `s` is not one.
+pub fn canonical_quantity(s: &str) -> Option<String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    if num.is_empty() {
+        return None;
+    }
+    // Value = mantissa * 10^exp10 * 2^exp2
+    let (exp10, exp2): (i32, i32) = match suffix {
+        "" => (0, 0),
+        "n" => (-9, 0),
+        "u" => (-6, 0),
+        "m" => (-3, 0),
+        "k" => (3, 0),
+        "M" => (6, 0),
+        "G" => (9, 0),
+        "T" => (12, 0),
+        "P" => (15, 0),
+        "E" => (18, 0),
+        "Ki" => (0, 10),
+        "Mi" => (0, 20),
+        "Gi" => (0, 30),
+        "Ti" => (0, 40),
+        "Pi" => (0, 50),
+        "Ei" => (0, 60),
+        e if e.starts_with(['e', 'E']) => (e[1..].parse().ok()?, 0),
+        _ => return None,
+    };
+    let negative = num.starts_with('-');
+    let num = num.trim_start_matches(['+', '-']);
+    let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
+    if !int_part.chars().all(|c| c.is_ascii_digit())
+        || !frac_part.chars().all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    // Exact value in nano units (10^-9) as i128: enough for every quantity a pod template holds.
+    let digits = format!("{int_part}{frac_part}");
+    let mut value: i128 = digits.parse().ok()?;
+    let mut scale = exp10 + 9 - frac_part.len() as i32;
+    while scale < 0 {
+        if value % 10 != 0 {
+            // Below a nano unit: keep exact text comparison instead.
+            return Some(s.to_string());
+        }
+        value /= 10;
+        scale += 1;
+    }
+    value = value.checked_mul(10i128.checked_pow(scale as u32)?)?;
+    value = value.checked_mul(1i128.checked_shl(exp2 as u32)?)?;
+    if negative {
+        value = -value;
+    }
+    Some(format!("{value}n"))
+}
+
+/// sha256 of a set's normalised pod template: equal templates have equal fingerprints.
+pub fn fingerprint(gss: &GameServerSet) -> String {
+    let v = normalise(gss);
+    let tpl = v
+        .pointer("/spec/gameServerTemplate")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let canonical = canonical_json(&tpl);
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// JSON with sorted keys, for hashing.
+fn canonical_json(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{}:{}", Value::String((*k).clone()), canonical_json(&m[*k])))
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(canonical_json).collect::<Vec<_>>().join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Lists whose elements are matched by `name`, as Kruise and the pod spec do.
+fn named_list(path: &str) -> bool {
+    path.ends_with(".containers")
+        || path.ends_with(".initContainers")
+        || path.ends_with(".ephemeralContainers")
+        || path.ends_with(".volumes")
+}
+
+struct Walker {
+    out: Vec<(String, Option<Value>, Option<Value>)>,
+}
+
+impl Walker {
+    fn walk(&mut self, path: &str, a: Option<&Value>, b: Option<&Value>) {
+        match (a, b) {
+            (Some(Value::Object(x)), Some(Value::Object(y))) => {
+                let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    self.walk(&p, x.get(k), y.get(k));
+                }
+            }
+            (Some(Value::Array(x)), Some(Value::Array(y)))
+                if named_list(path) && all_named(x) && all_named(y) =>
+            {
+                let names = |l: &Vec<Value>| -> Vec<String> {
+                    l.iter()
+                        .map(|e| e["name"].as_str().unwrap_or_default().to_string())
+                        .collect()
+                };
+                let (nx, ny) = (names(x), names(y));
+                let common_x: Vec<&String> = nx.iter().filter(|n| ny.contains(n)).collect();
+                let common_y: Vec<&String> = ny.iter().filter(|n| nx.contains(n)).collect();
+                if common_x != common_y {
+                    self.out.push((
+                        format!("{path}[*].order"),
+                        Some(Value::from(nx.clone())),
+                        Some(Value::from(ny.clone())),
+                    ));
+                }
+                let mut all: Vec<&String> = nx.iter().collect();
+                all.extend(ny.iter().filter(|n| !nx.contains(n)));
+                for n in all {
+                    let ex = x.iter().find(|e| e["name"].as_str() == Some(n.as_str()));
+                    let ey = y.iter().find(|e| e["name"].as_str() == Some(n.as_str()));
+                    let p = format!("{path}[{n}]");
+                    match (ex, ey) {
+                        (Some(_), Some(_)) => self.walk(&p, ex, ey),
+                        _ => self.out.push((p, ex.cloned(), ey.cloned())),
+                    }
+                }
+            }
+            (Some(Value::Array(x)), Some(Value::Array(y))) => {
+                for i in 0..x.len().max(y.len()) {
+                    self.walk(&format!("{path}[{i}]"), x.get(i), y.get(i));
+                }
+            }
+            (Some(x), Some(y)) if x == y => {}
+            (None, None) => {}
+            _ => self.out.push((path.to_string(), a.cloned(), b.cloned())),
+        }
+    }
+}
+
+fn all_named(l: &[Value]) -> bool {
+    l.iter()
+        .all(|e| e.get("name").and_then(Value::as_str).is_some())
+}
+
+/// Classifies a changed path by Kruise's rules, given the head's update policy.
+pub fn classify(path: &str, in_place: bool) -> Class {
+    const TPL: &str = "spec.gameServerTemplate.";
+    if path == "spec.replicas" || path.starts_with("spec.reserveGameServerIds") {
+        return Class::Scale;
+    }
+    if let Some(rest) = path.strip_prefix(TPL) {
+        let hot = rest.starts_with("metadata.labels")
+            || rest.starts_with("metadata.annotations")
+            || is_container_image(rest);
+        return if hot && in_place {
+            Class::HotUpdate
+        } else {
+            Class::Recreate
+        };
+    }
+    Class::Config
+}
+
+/// `spec.containers[<name>].image`: an image of an existing container.
+fn is_container_image(rest: &str) -> bool {
+    rest.strip_prefix("spec.containers[")
+        .and_then(|r| r.split_once(']'))
+        .is_some_and(|(_, tail)| tail == ".image")
+}
+
+/// Compares two sets. `base` absent means Create, `head` absent means Delete.
+pub fn diff_sets(base: Option<&GameServerSet>, head: Option<&GameServerSet>) -> SetDiff {
+    let any = head.or(base);
+    let (namespace, name) = any
+        .map(|g| {
+            (
+                g.metadata.namespace.clone().unwrap_or_default(),
+                g.metadata.name.clone().unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default();
+    let policy = head
+        .or(base)
+        .map(|g| g.pod_update_policy().to_string())
+        .unwrap_or_default();
+    let in_place = policy_is_in_place(Some(&policy));
+    let a = base.map(normalise);
+    let b = head.map(normalise);
+    let mut w = Walker { out: Vec::new() };
+    w.walk("", a.as_ref(), b.as_ref());
+    let changes: Vec<FieldChange> = if base.is_some() && head.is_some() {
+        w.out
+            .into_iter()
+            .map(|(path, from, to)| {
+                let class = classify(&path, in_place);
+                FieldChange {
+                    path,
+                    from,
+                    to,
+                    class,
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let impact = match (base, head) {
+        (None, Some(_)) => Impact::Create,
+        (Some(_), None) => Impact::Delete,
+        _ => changes
+            .iter()
+            .map(|c| Impact::from(c.class))
+            .max()
+            .unwrap_or(Impact::NoChange),
+    };
+    let containers = container_changes(base, head, impact);
+    let replicas = Replicas {
+        from: base.and_then(|g| g.spec.replicas),
+        to: head.and_then(|g| g.spec.replicas),
+    };
+    let mut d = SetDiff {
+        namespace,
+        name,
+        impact,
+        changes,
+        containers,
+        warnings: Vec::new(),
+        fingerprint: Fingerprints {
+            from: base.map(fingerprint),
+            to: head.map(fingerprint),
+        },
+        replicas,
+        pod_update_policy: policy,
+    };
+    d.warnings = warnings(&d, head);
+    d
+}
+
+fn container_changes(
+    base: Option<&GameServerSet>,
+    head: Option<&GameServerSet>,
+    impact: Impact,
+) -> Vec<ContainerChange> {
+    let (Some(base), Some(head)) = (base, head) else {
+        return Vec::new();
+    };
+    let old = base.container_images();
+    let new = head.container_images();
+    let mut out = Vec::new();
+    for (name, image) in &new {
+        let before = old.iter().find(|(n, _)| n == name).map(|(_, i)| i.clone());
+        if before.as_deref() != Some(image.as_str()) {
+            out.push(ContainerChange {
+                name: name.clone(),
+                from: before.clone(),
+                to: Some(image.clone()),
+                in_place: before.is_some() && impact == Impact::HotUpdate,
+            });
+        }
+    }
+    for (name, image) in &old {
+        if !new.iter().any(|(n, _)| n == name) {
+            out.push(ContainerChange {
+                name: name.clone(),
+                from: Some(image.clone()),
+                to: None,
+                in_place: false,
+            });
+        }
+    }
+    out
+}
+
+fn pods(n: Option<i32>) -> String {
+    match n {
+        Some(1) => "the 1 pod".to_string(),
+        Some(n) => format!("all {n} pods"),
+        None => "every pod".to_string(),
+    }
+}
+
+fn warnings(d: &SetDiff, head: Option<&GameServerSet>) -> Vec<String> {
+    let mut w = Vec::new();
+    let n = d.replicas.to.or(d.replicas.from);
+    match d.impact {
+        Impact::Delete => w.push(format!(
+            "the set is gone from Git: {} and its game servers are deleted when pruning is on",
+            d.name
+        )),
+        Impact::Recreate => {
+            let image_bump = d
+                .containers
+                .iter()
+                .any(|c| c.from.is_some() && c.to.is_some());
+            let in_place = policy_is_in_place(Some(&d.pod_update_policy));
+            if image_bump && !in_place {
+                w.push(format!(
+                    "podUpdatePolicy is {}: this image bump recreates {} (players are disconnected); set InPlaceIfPossible to restart containers in place",
+                    d.pod_update_policy,
+                    pods(n)
+                ));
+            }
+            let fields: Vec<&str> = d
+                .changes
+                .iter()
+                .filter(|c| c.class == Class::Recreate && (in_place || !c.path.ends_with(".image")))
+                .map(|c| c.path.as_str())
+                .collect();
+            if !fields.is_empty() {
+                w.push(format!(
+                    "{} cannot change in place: {} are recreated (players are disconnected)",
+                    fields.join(", "),
+                    pods(n)
+                ));
+            }
+            if d.pod_update_policy == "InPlaceOnly" {
+                w.push("podUpdatePolicy is InPlaceOnly: Kruise refuses to recreate pods, so this rollout stalls".to_string());
+            }
+        }
+        _ => {}
+    }
+    if let (Some(from), Some(to)) = (d.replicas.from, d.replicas.to) {
+        if to < from {
+            w.push(format!(
+                "replicas {from} → {to}: {} game servers are deleted",
+                from - to
+            ));
+        }
+    }
+    if let Some(head) = head {
+        let ru = head.rolling_update();
+        let template_changes = matches!(d.impact, Impact::HotUpdate | Impact::Recreate);
+        if template_changes && ru.paused == Some(true) {
+            w.push("rollingUpdate.paused is true in Git: the template is applied but no pod is updated".to_string());
+        }
+        if template_changes {
+            if let Some(p) = ru.partition.filter(|p| *p > 0) {
+                w.push(format!("partition {p}: {p} pods stay on the old version"));
+            }
+        }
+        for c in &d.containers {
+            if let Some(img) = &c.to {
+                if image_is_floating(img) {
+                    w.push(format!(
+                        "container {} uses {img}: a floating tag makes restarts pull whatever it points at",
+                        c.name
+                    ));
+                }
+            }
+        }
+    }
+    w
+}
+
+/// `:latest` or no tag and no digest.
+fn image_is_floating(image: &str) -> bool {
+    if image.contains('@') {
+        return false;
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, tag)) => tag == "latest",
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milli_cpu_and_decimal_cpu_are_the_same_quantity() {
+        assert_eq!(canonical_quantity("500m"), canonical_quantity("0.5"));
+        assert_eq!(canonical_quantity("1Gi"), canonical_quantity("1024Mi"));
+        assert_ne!(canonical_quantity("1G"), canonical_quantity("1Gi"));
+    }
+
+    #[test]
+    fn an_image_of_an_existing_container_is_in_place_only_under_an_in_place_policy() {
+        let p = "spec.gameServerTemplate.spec.containers[sidecar].image";
+        assert_eq!(classify(p, true), Class::HotUpdate);
+        assert_eq!(classify(p, false), Class::Recreate);
+        assert_eq!(
+            classify(
+                "spec.gameServerTemplate.spec.initContainers[init].image",
+                true
+            ),
+            Class::Recreate
+        );
+        assert_eq!(
+            classify(
+                "spec.gameServerTemplate.spec.containers[sidecar].env[0].value",
+                true
+            ),
+            Class::Recreate
+        );
+        assert_eq!(classify("spec.replicas", true), Class::Scale);
+        assert_eq!(
+            classify("spec.updateStrategy.rollingUpdate.partition", true),
+            Class::Config
+        );
+    }
+}

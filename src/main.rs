@@ -1,0 +1,24 @@
+use clap::Parser as _;
+
+mod cli;
+
+fn main() {
+    let args = cli::Cli::parse();
+    let code = match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        super::cli::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,367 @@
+//! The Plan: what would change, per set, between two revisions (or a revision and the cluster), and its
+//! renderings as text for terminals, markdown for pull-request comments and JSON for machines. Pure: no I/O.
+
+use crate::diff::{diff_sets, Class, Impact, SetDiff};
+use crate::manifest::{DesiredSet, Diagnostic, SetKey, Severity};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// One side of the comparison.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Revision {
+    /// What the user asked for (`origin/main`, a sha, `cluster`).
+    pub rev: String,
+    /// The commit it resolved to, when it is a commit.
+    pub commit: Option<String>,
+}
+
+/// A located problem, as the JSON report carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Located {
+    pub file: String,
+    pub document: Option<usize>,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl From<&Diagnostic> for Located {
+    fn from(d: &Diagnostic) -> Self {
+        Located {
+            file: d.file.clone(),
+            document: d.document,
+            line: d.line,
+            message: d.message.clone(),
+        }
+    }
+}
+
+/// The plan of a change.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Plan {
+    pub base: Revision,
+    pub head: Revision,
+    /// Sets that change, sorted by namespace and name. Unchanged sets are counted, not listed.
+    pub sets: Vec<SetDiff>,
+    pub unchanged: usize,
+    /// Errors in the manifests: the plan is incomplete while there are any.
+    pub errors: Vec<Located>,
+    /// Warnings about files (unknown fields and the like).
+    pub warnings: Vec<Located>,
+    /// Notes (skipped documents).
+    pub notes: Vec<Located>,
+}
+
+impl Plan {
+    /// Compares the sets of two sides. Sets are matched by namespace and name, wherever their files are.
+    pub fn build(
+        base: Revision,
+        head: Revision,
+        old: &[DesiredSet],
+        new: &[DesiredSet],
+        diagnostics: &[Diagnostic],
+    ) -> Plan {
+        let mut index: BTreeMap<SetKey, (Option<&DesiredSet>, Option<&DesiredSet>)> =
+            BTreeMap::new();
+        for s in old {
+            index.entry(s.key()).or_default().0 = Some(s);
+        }
+        for s in new {
+            index.entry(s.key()).or_default().1 = Some(s);
+        }
+        let mut plan = Plan {
+            base,
+            head,
+            ..Plan::default()
+        };
+        for (_, (a, b)) in index {
+            let d = diff_sets(a.map(|s| &s.gss), b.map(|s| &s.gss));
+            if d.impact == Impact::NoChange {
+                plan.unchanged += 1;
+            } else {
+                plan.sets.push(d);
+            }
+        }
+        plan.add_diagnostics(diagnostics);
+        plan
+    }
+
+    /// Files the report's diagnostics by severity.
+    pub fn add_diagnostics(&mut self, diagnostics: &[Diagnostic]) {
+        for d in diagnostics {
+            let list = match d.severity {
+                Severity::Error => &mut self.errors,
+                Severity::Warning => &mut self.warnings,
+                Severity::Note => &mut self.notes,
+            };
+            list.push(d.into());
+        }
+    }
+
+    /// True when any set changes.
+    pub fn has_changes(&self) -> bool {
+        !self.sets.is_empty()
+    }
+
+    /// True when some set's impact is `impact`.
+    pub fn has_impact(&self, impact: Impact) -> bool {
+        self.sets.iter().any(|s| s.impact == impact)
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// The report as markdown for a pull-request comment: a summary table, then each set folded.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "## hotsync plan");
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "`{}` → `{}`: {} set(s) change, {} unchanged.",
+            short(&self.base),
+            short(&self.head),
+            self.sets.len(),
+            self.unchanged
+        );
+        let _ = writeln!(s);
+        if !self.errors.is_empty() {
+            let _ = writeln!(s, "> [!CAUTION]");
+            let _ = writeln!(
+                s,
+                "> {} manifest error(s): this plan is incomplete and nothing would be applied.",
+                self.errors.len()
+            );
+            let _ = writeln!(s);
+            for e in &self.errors {
+                let _ = writeln!(s, "- `{}`: {}", location(e), e.message);
+            }
+            let _ = writeln!(s);
+        }
+        if !self.sets.is_empty() {
+            let _ = writeln!(s, "| Set | Impact | Containers | Pods |");
+            let _ = writeln!(s, "| --- | --- | --- | --- |");
+            for d in &self.sets {
+                let containers: Vec<String> = d
+                    .containers
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "`{}` {}",
+                            c.name,
+                            image_change(c.from.as_deref(), c.to.as_deref())
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "| `{}/{}` | {} {} | {} | {} |",
+                    d.namespace,
+                    d.name,
+                    impact_icon(d.impact),
+                    d.impact.as_str(),
+                    if containers.is_empty() {
+                        "–".to_string()
+                    } else {
+                        containers.join("<br>")
+                    },
+                    pods_cell(d)
+                );
+            }
+            let _ = writeln!(s);
+        }
+        for d in &self.sets {
+            let _ = writeln!(
+                s,
+                "<details><summary><code>{}/{}</code>: {}</summary>",
+                d.namespace,
+                d.name,
+                d.impact.as_str()
+            );
+            let _ = writeln!(s);
+            for w in &d.warnings {
+                let _ = writeln!(s, "> [!WARNING]");
+                let _ = writeln!(s, "> {w}");
+                let _ = writeln!(s);
+            }
+            if !d.changes.is_empty() {
+                let _ = writeln!(s, "| Field | From | To | Class |");
+                let _ = writeln!(s, "| --- | --- | --- | --- |");
+                for c in &d.changes {
+                    let _ = writeln!(
+                        s,
+                        "| `{}` | {} | {} | {} |",
+                        c.path,
+                        md_value(c.from.as_ref()),
+                        md_value(c.to.as_ref()),
+                        class_name(c.class)
+                    );
+                }
+                let _ = writeln!(s);
+            }
+            let _ = writeln!(s, "</details>");
+            let _ = writeln!(s);
+        }
+        if !self.warnings.is_empty() {
+            let _ = writeln!(s, "**Warnings**");
+            let _ = writeln!(s);
+            for w in &self.warnings {
+                let _ = writeln!(s, "- `{}`: {}", location(w), w.message);
+            }
+            let _ = writeln!(s);
+        }
+        s
+    }
+
+    /// The report as text for a terminal; `color` adds ANSI colours.
+    pub fn to_text(&self, color: bool) -> String {
+        use owo_colors::OwoColorize;
+        let paint = |text: &str, impact: Impact| -> String {
+            if !color {
+                return text.to_string();
+            }
+            match impact {
+                Impact::Recreate | Impact::Delete => text.red().bold().to_string(),
+                Impact::HotUpdate => text.green().bold().to_string(),
+                Impact::Create => text.cyan().bold().to_string(),
+                _ => text.yellow().to_string(),
+            }
+        };
+        let mut s = String::new();
+        let _ = writeln!(s, "Plan {} → {}", short(&self.base), short(&self.head));
+        for e in &self.errors {
+            let _ = writeln!(s, "error: {}: {}", location(e), e.message);
+        }
+        for d in &self.sets {
+            let _ = writeln!(s);
+            let _ = writeln!(
+                s,
+                "{}/{}: {}",
+                d.namespace,
+                d.name,
+                paint(d.impact.as_str(), d.impact)
+            );
+            for c in &d.containers {
+                let how = if c.in_place {
+                    "restart in place"
+                } else if c.from.is_some() && c.to.is_some() {
+                    "recreate"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    s,
+                    "  container {}: {} {how}",
+                    c.name,
+                    image_change(c.from.as_deref(), c.to.as_deref())
+                );
+            }
+            for c in &d.changes {
+                let _ = writeln!(
+                    s,
+                    "  {} {}: {} → {}",
+                    class_name(c.class),
+                    c.path,
+                    text_value(c.from.as_ref()),
+                    text_value(c.to.as_ref())
+                );
+            }
+            for w in &d.warnings {
+                let _ = writeln!(s, "  warning: {w}");
+            }
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "warning: {}: {}", location(w), w.message);
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "{} set(s) change, {} unchanged, {} error(s).",
+            self.sets.len(),
+            self.unchanged,
+            self.errors.len()
+        );
+        s
+    }
+}
+
+fn short(r: &Revision) -> String {
+    match &r.commit {
+        Some(c) if c.len() >= 12 && r.rev != *c => format!("{} ({})", r.rev, &c[..12]),
+        Some(c) if c.len() >= 12 => c[..12].to_string(),
+        _ => r.rev.clone(),
+    }
+}
+
+fn location(l: &Located) -> String {
+    let mut s = l.file.clone();
+    if let Some(line) = l.line {
+        let _ = write!(s, ":{line}");
+    }
+    if let Some(doc) = l.document {
+        let _ = write!(s, " (document {doc})");
+    }
+    s
+}
+
+fn image_change(from: Option<&str>, to: Option<&str>) -> String {
+    match (from, to) {
+        (Some(a), Some(b)) => format!("{a} → {b}"),
+        (None, Some(b)) => format!("added ({b})"),
+        (Some(a), None) => format!("removed ({a})"),
+        (None, None) => String::new(),
+    }
+}
+
+fn pods_cell(d: &SetDiff) -> String {
+    match (d.impact, d.replicas.from, d.replicas.to) {
+        (Impact::HotUpdate, _, Some(n)) => format!("{n} restart in place"),
+        (Impact::Recreate, _, Some(n)) => format!("{n} recreated"),
+        (Impact::Create, _, Some(n)) => format!("{n} created"),
+        (Impact::Delete, Some(n), _) => format!("{n} deleted"),
+        (_, Some(a), Some(b)) if a != b => format!("{a} → {b}"),
+        _ => "–".to_string(),
+    }
+}
+
+fn impact_icon(i: Impact) -> &'static str {
+    match i {
+        Impact::Recreate | Impact::Delete => "🔴",
+        Impact::HotUpdate => "🟢",
+        Impact::Create => "🆕",
+        Impact::Scale => "↕️",
+        _ => "⚙️",
+    }
+}
+
+fn class_name(c: Class) -> &'static str {
+    match c {
+        Class::Config => "Config",
+        Class::Scale => "Scale",
+        Class::HotUpdate => "HotUpdate",
+        Class::Recreate => "Recreate",
+    }
+}
+
+fn text_value(v: Option<&serde_json::Value>) -> String {
+    match v {
+        None => "(absent)".to_string(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn md_value(v: Option<&serde_json::Value>) -> String {
+    let t = text_value(v).replace('|', "\\|");
+    let t = if t.len() > 120 {
+        format!(
+            "{}…",
+            &t[..t.char_indices().nth(117).map(|(i, _)| i).unwrap_or(t.len())]
+        )
+    } else {
+        t
+    };
+    format!("`{t}`")
+}
