@@ -346,6 +346,17 @@ impl Walker {
             }
             (Some(x), Some(y)) if x == y => {}
             (None, None) => {}
+            // A map present on one side only: report its leaves, so that each is classified.
+            (Some(Value::Object(x)), None) => {
+                for (k, v) in x {
+                    self.walk(&format!("{path}.{k}"), Some(v), None);
+                }
+            }
+            (None, Some(Value::Object(y))) => {
+                for (k, v) in y {
+                    self.walk(&format!("{path}.{k}"), None, Some(v));
+                }
+            }
             _ => self.out.push((path.to_string(), a.cloned(), b.cloned())),
         }
     }

@@ -179,7 +179,7 @@ struct Chunk<'a> {
 
 fn is_marker(line: &str, marker: &str) -> bool {
     line.strip_prefix(marker)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']))
 }
 
 /// Splits a stream on document markers. Content after `---` on the same line stays in the document.
@@ -237,6 +237,7 @@ fn is_blank_document(text: &str) -> bool {
 fn saphyr_options() -> serde_saphyr::Options {
     serde_saphyr::options! {
         with_snippet: false,
+        strict_booleans: true,
         budget: serde_saphyr::budget! {
             max_aliases: 1_000,
             max_anchors: 1_000,
@@ -365,7 +366,7 @@ fn load_document(
     let kind = obj.get("kind").and_then(Value::as_str);
     let is_okg = api_version.is_some_and(|a| a.starts_with("game.kruise.io/"));
     match (api_version, kind) {
-        (Some(a), Some("GameServerSet")) if a == "game.kruise.io/v1alpha1" => {}
+        (Some("game.kruise.io/v1alpha1"), Some("GameServerSet")) => {}
         (Some(a), Some("GameServerSet")) => {
             out.diagnostics.push(diag(
                 Severity::Error,
@@ -438,7 +439,8 @@ fn load_document(
         failed |= severity == Severity::Error;
         out.diagnostics.push(diag(
             severity,
-            key.and_then(|k| line_of_key(&chunk.text, chunk.first_line, k)),
+            key.and_then(|k| line_of_key(&chunk.text, chunk.first_line, k))
+                .or(Some(chunk.first_line)),
             format!("GameServerSet {name}: {message}"),
         ));
     }
@@ -621,6 +623,18 @@ mod tests {
         let chunks = split_documents("a: 1\n---\nb: 2\n---\nc: 3\n");
         let lines: Vec<_> = chunks.iter().map(|c| c.first_line).collect();
         assert_eq!(lines, vec![1, 2, 4]);
+    }
+
+    #[test]
+    fn a_bare_marker_line_ends_a_document() {
+        let m = load_file(
+            "f.yaml",
+            b"kind: A\napiVersion: v1\n---\nkind: B\napiVersion: v1\n",
+            &LoadOptions::default(),
+        );
+        assert_eq!(m.diagnostics.len(), 2, "{:?}", m.diagnostics);
+        assert_eq!(m.diagnostics[1].document, Some(2));
+        assert_eq!(m.diagnostics[1].line, Some(3));
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Kruise's Advanced StatefulSet (`apps.kruise.io/v1beta1`), which OKG creates per GameServerSet.
 
+// kube-derive takes one `printcolumn(...)` per column, each with `type_`; clippy reads those as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use super::{int_or_string, preserve_unknown, Extra, Lifecycle};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;

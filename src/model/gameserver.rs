@@ -1,5 +1,8 @@
 //! `GameServer` (`game.kruise.io/v1alpha1`): one per pod, created by OKG.
 
+// kube-derive takes one `printcolumn(...)` per column, each with `type_`; clippy reads those as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use super::{int_or_string, Extra};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;

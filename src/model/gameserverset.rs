@@ -1,5 +1,8 @@
 //! `GameServerSet` (`game.kruise.io/v1alpha1`), with every field of OKG's CRD.
 
+// kube-derive takes one `printcolumn(...)` per column, each with `type_`; clippy reads those as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use super::{int_or_string, preserve_unknown, Extra};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PodTemplateSpec, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
