@@ -18,6 +18,9 @@ PACKAGES=(
   openssh-server
   openssh-client
   curl
+  pkg-config
+  libssl-dev
+  kubectl
 )
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }

@@ -3,6 +3,8 @@
 
 /// Semantic diff of two sets and the classification of each change.
 pub mod diff;
+/// The live side of a set: its objects in the cluster and what a pod shows.
+pub mod live;
 /// Multi-document YAML into desired sets, with located diagnostics.
 pub mod manifest;
 /// Typed OKG and Kruise objects.
@@ -11,7 +13,11 @@ pub mod model;
 pub mod plan;
 /// Load two revisions and plan the change between them.
 pub mod review;
+/// Executes a set's plan against the cluster: apply, pod patches in waves, waits.
+pub mod rollout;
 /// The simulated OKG controller and kubelet, and the local API server they run against.
 pub mod sim;
 /// The Git side: repositories, revisions, manifest files at a commit.
 pub mod source;
+/// One sync of Git to the cluster, and its report.
+pub mod sync;

@@ -1,6 +1,8 @@
 //! Argument parsing and wiring: one file per subcommand, one `match` to dispatch.
 
 mod plan;
+mod sim;
+mod sync;
 mod validate;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -18,7 +20,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Plan(plan::PlanArgs),
+    Sync(sync::SyncArgs),
     Validate(validate::ValidateArgs),
+    Sim(sim::SimArgs),
 }
 
 /// Where the manifests come from.
@@ -46,11 +50,14 @@ impl SourceArgs {
         }
     }
 
+    pub fn cache_root(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(default_cache_dir)
+    }
+
     pub fn open(&self) -> anyhow::Result<hotsync::source::Repo> {
-        let cache = self.cache_dir.clone().unwrap_or_else(default_cache_dir);
         Ok(hotsync::source::Repo::open_or_clone(
             &self.repo,
-            &cache,
+            &self.cache_root(),
             &Default::default(),
         )?)
     }
@@ -62,6 +69,39 @@ fn default_cache_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir)
         .join("hotsync")
+}
+
+/// How to reach the cluster: kubectl's flags and `KUBECONFIG`.
+#[derive(Debug, Args, Clone)]
+pub struct KubeArgs {
+    /// The kubeconfig file (default: `KUBECONFIG`, then ~/.kube/config, then in-cluster).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context.
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+impl KubeArgs {
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        use anyhow::Context as _;
+        let options = kube::config::KubeConfigOptions {
+            context: self.context.clone(),
+            ..Default::default()
+        };
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kc, &options).await?
+            }
+            None if self.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
+            None => kube::Config::infer()
+                .await
+                .context("no kubeconfig found and not in a cluster")?,
+        };
+        Ok(kube::Client::try_from(config)?)
+    }
 }
 
 /// Output formats of reports.
@@ -76,6 +116,8 @@ pub enum Output {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Plan(args) => plan::run(args),
+        Command::Sync(args) => sync::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Sim(args) => sim::run(args),
     }
 }

@@ -1,0 +1,235 @@
+use super::{KubeArgs, SourceArgs};
+use clap::{Args, ValueEnum};
+use hotsync::rollout::{OnFailure, Outcome, Progress, RolloutOptions};
+use hotsync::sync::{SyncOptions, SyncReport};
+use std::io::IsTerminal as _;
+use std::time::Duration;
+
+/// Apply Git to the cluster once: plan each set against the cluster, roll sidecar bumps out as
+/// in-place container restarts, wait, report.
+///
+/// Exit codes: 0 synced (every pod on Git's images and ready), 1 rollout failed, 2 invalid input or
+/// configuration, 3 refused by policy (a recreate without --allow-recreate), 4 timed out.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 synced, 1 rollout failed, 2 invalid input or configuration, 3 refused by policy, 4 timed out."
+)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The branch to sync (default: HEAD of a local repository, `main` of a remote one).
+    #[arg(long, env = "HOTSYNC_BRANCH")]
+    pub branch: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+    /// Output: text lines (with progress bars on a terminal), or a JSON summary.
+    #[arg(short = 'o', long, value_enum, default_value_t = SyncOutput::Text)]
+    pub output: SyncOutput,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum SyncOutput {
+    Text,
+    Json,
+}
+
+/// How rollouts behave; shared by `sync` and `run`.
+#[derive(Debug, Args, Clone)]
+pub struct RolloutArgs {
+    /// Wait for changes that OKG rolls out itself (recreate, scale, create) to finish.
+    #[arg(long)]
+    pub wait: bool,
+    /// Bound of the whole wait, e.g. `10m`, `90s`.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// How long one pod may take to restart its containers and be ready.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, env = "HOTSYNC_POD_TIMEOUT")]
+    pub pod_timeout: Duration,
+    /// Pods whose GameServer opsState is one of these are not updated (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "WaitToBeDeleted,Kill,Maintaining"
+    )]
+    pub skip_ops_state: Vec<String>,
+    /// Update only idle game servers: skip those Allocated.
+    #[arg(long)]
+    pub skip_allocated: bool,
+    /// What to do with a pod that fails: roll it back (the default) or halt and leave it.
+    #[arg(long, value_enum, default_value_t = OnFailure::Rollback)]
+    pub on_failure: OnFailure,
+    /// Apply changes that recreate pods (OKG then recreates them); refused otherwise.
+    #[arg(long)]
+    pub allow_recreate: bool,
+    /// Plan against the cluster and validate with a server-side dry run; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl RolloutArgs {
+    pub fn options(&self) -> RolloutOptions {
+        RolloutOptions {
+            skip_ops_states: self.skip_ops_state.clone(),
+            skip_allocated: self.skip_allocated,
+            on_failure: self.on_failure,
+            pod_timeout: self.pod_timeout,
+            allow_recreate: self.allow_recreate,
+            wait: self.wait,
+            wait_timeout: self.timeout,
+            dry_run: self.dry_run,
+            ..RolloutOptions::default()
+        }
+    }
+}
+
+/// `90s`, `10m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 10m or 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "ms" => return Ok(Duration::from_millis(n)),
+        _ => return Err(format!("{s:?} is not a duration like 90s, 10m or 1h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+pub fn sync_options(
+    source: &SourceArgs,
+    branch: Option<String>,
+    rollout: &RolloutArgs,
+) -> SyncOptions {
+    SyncOptions {
+        repo: source.repo.clone(),
+        branch,
+        path: source.path.clone(),
+        load: source.load_options(),
+        cache_dir: source.cache_root(),
+        fetch: Default::default(),
+        rollout: rollout.options(),
+        set_concurrency: 4,
+    }
+}
+
+pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let client = args.kube.client().await?;
+        let opts = sync_options(&args.source, args.branch.clone(), &args.rollout);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let printer = tokio::spawn(print_progress(rx, std::io::stderr().is_terminal()));
+        let overall = args.rollout.timeout + Duration::from_secs(30);
+        let report =
+            tokio::time::timeout(overall, hotsync::sync::sync(&client, &opts, Some(&tx))).await;
+        drop(tx);
+        printer.await?;
+        let report = match report {
+            Ok(r) => r?,
+            Err(_) => {
+                eprintln!("error: sync did not finish within {}s", overall.as_secs());
+                return Ok(4);
+            }
+        };
+        match args.output {
+            SyncOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            SyncOutput::Text => print!("{}", render_text(&report)),
+        }
+        Ok(report.exit_code())
+    })
+}
+
+async fn print_progress(mut rx: tokio::sync::mpsc::UnboundedReceiver<Progress>, tty: bool) {
+    let multi = indicatif::MultiProgress::new();
+    let mut bars: std::collections::BTreeMap<String, indicatif::ProgressBar> = Default::default();
+    while let Some(p) = rx.recv().await {
+        match p {
+            Progress::Started { set, pods } if tty => {
+                let bar = multi.add(indicatif::ProgressBar::new(pods as u64));
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{prefix:>24} [{bar:30}] {pos}/{len} pods {msg}",
+                ) {
+                    bar.set_style(style.progress_chars("=> "));
+                }
+                bar.set_prefix(set.clone());
+                bars.insert(set, bar);
+            }
+            Progress::Started { set, pods } => eprintln!("{set}: rolling out to {pods} pod(s)"),
+            Progress::PodDone { set, pod } => match bars.get(&set) {
+                Some(bar) => bar.inc(1),
+                None => eprintln!("{set}: {pod} updated in place"),
+            },
+            Progress::Finished { set, outcome } => match bars.get(&set) {
+                Some(bar) => bar.finish_with_message(format!("{outcome:?}")),
+                None => eprintln!("{set}: {outcome:?}"),
+            },
+        }
+    }
+}
+
+pub fn render_text(report: &SyncReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "source {} {}",
+        &report.source.sha[..report.source.sha.len().min(12)],
+        report.source.subject
+    );
+    for e in &report.errors {
+        let _ = writeln!(
+            s,
+            "error: {}:{} (document {}): {}",
+            e.file,
+            e.line.unwrap_or(0),
+            e.document.unwrap_or(0),
+            e.message
+        );
+    }
+    if !report.errors.is_empty() {
+        let _ = writeln!(s, "nothing was applied: fix the manifests first");
+    }
+    for set in &report.sets {
+        let _ = writeln!(
+            s,
+            "{}/{}: {:?} ({})",
+            set.namespace,
+            set.name,
+            set.outcome,
+            set.impact.as_str()
+        );
+        if let Some(m) = &set.message {
+            let _ = writeln!(s, "  {m}");
+        }
+        for w in &set.warnings {
+            let _ = writeln!(s, "  warning: {w}");
+        }
+        for p in &set.pods {
+            let _ = writeln!(
+                s,
+                "  pod {}: {:?}{}{}",
+                p.name,
+                p.result,
+                if p.containers.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", p.containers.join(", "))
+                },
+                p.message
+                    .as_ref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if report.sets.iter().any(|s| s.outcome == Outcome::Refused) {
+        let _ = writeln!(s, "some sets were refused by policy (exit 3)");
+    }
+    s
+}
