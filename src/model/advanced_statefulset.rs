@@ -59,13 +59,20 @@ pub struct AdvancedStatefulSetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_strategy: Option<AstsUpdateStrategy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "super::preserve_unknown")]
+    #[schemars(schema_with = "int_or_string_list")]
     pub reserve_ordinals: Option<Vec<IntOrString>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Lifecycle>,
     #[serde(flatten, default, skip_serializing_if = "Extra::is_empty")]
     #[schemars(skip)]
     pub extra: Extra,
+}
+
+/// An array of int-or-string (Kruise's `reserveOrdinals`); an object schema here made the API server
+/// reject every Advanced StatefulSet that reserves ordinals.
+fn int_or_string_list(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let item = int_or_string(g);
+    schemars::json_schema!({"type": "array", "items": item})
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]

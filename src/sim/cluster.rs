@@ -1,0 +1,471 @@
+//! A genuine kube-apiserver 1.20.2 with its own etcd on loopback, started and stopped through the project's
+//! scripts (embedded here, so the binary works outside the repository), and our CRDs installed in it.
+//!
+//! Layout of the state directory: `start-cluster.sh` and `stop-cluster.sh` (written from the embedded
+//! copies) and `cluster/`, the scripts' own directory (kubeconfig, env, certificates, logs, etcd data).
+
+use crate::model::{AdvancedStatefulSet, GameServer, GameServerSet};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::CustomResourceExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+const START_SCRIPT: &str = include_str!("../../scripts/start-cluster.sh");
+const STOP_SCRIPT: &str = include_str!("../../scripts/stop-cluster.sh");
+const KUBE_VERSION: &str = "v1.20.2";
+const FIELD_MANAGER: &str = "hotsync-sim";
+
+/// Why the local cluster could not start, stop or be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The kube-apiserver binary is not built yet.
+    #[error("kube-apiserver {KUBE_VERSION} not found at {}: run scripts/build-apiserver.sh (after scripts/install-deps.sh)", path.display())]
+    ApiServerMissing { path: PathBuf },
+    /// etcd is not installed.
+    #[error("etcd not found on PATH (or $ETCD): run scripts/install-deps.sh")]
+    EtcdMissing,
+    /// A file of the state directory could not be read or written.
+    #[error("could not use {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A cluster script failed.
+    #[error("{script} failed ({status}); its output ends with:\n{output}")]
+    Script {
+        script: &'static str,
+        status: String,
+        output: String,
+    },
+    /// The script's env file lacks a value.
+    #[error("{} does not set {key}", path.display())]
+    EnvMissing { path: PathBuf, key: &'static str },
+    /// The kubeconfig could not be read or turned into a client.
+    #[error("could not build a client from {}", path.display())]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A CRD could not be installed.
+    #[error("could not install the CRD {name}")]
+    InstallCrd {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A CRD did not become Established in time.
+    #[error("the CRD {name} did not become Established within {timeout:?}")]
+    CrdNotEstablished { name: String, timeout: Duration },
+    /// A CRD file could not be parsed.
+    #[error("could not parse the CRD file {}", path.display())]
+    ParseCrd {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// How to start a local cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Where the scripts and the cluster's files go. `None`: a fresh directory under the system temp dir,
+    /// removed on stop.
+    pub state_dir: Option<PathBuf>,
+    /// Also stop the cluster when this process exits without calling `stop` (killed, or a test binary whose
+    /// statics are never dropped): a small watcher process runs the stop script once this process is gone.
+    pub stop_with_process: bool,
+    /// Install our CRDs (GameServerSet, GameServer, Advanced StatefulSet) once the server is ready.
+    pub install_crds: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            state_dir: None,
+            stop_with_process: true,
+            install_crds: true,
+        }
+    }
+}
+
+/// What the start script reports about the running cluster (its `env` file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterEnv {
+    pub kubeconfig: PathBuf,
+    pub apiserver_url: String,
+    /// A token in group `system:masters`.
+    pub admin_token: String,
+    /// A token with no groups, for RBAC tests that grant it something.
+    pub limited_token: String,
+    /// A token RBAC grants nothing.
+    pub none_token: String,
+    pub etcd_pid: u32,
+    pub apiserver_pid: u32,
+}
+
+/// A running etcd + kube-apiserver. Stopped by [`LocalCluster::stop`] or on drop.
+#[derive(Debug)]
+pub struct LocalCluster {
+    state_dir: PathBuf,
+    remove_state_dir: bool,
+    env: ClusterEnv,
+    reaper: Option<std::process::Child>,
+    stopped: bool,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Where `scripts/build-apiserver.sh` caches the binary (honouring the same environment variables as the
+/// start script).
+pub fn apiserver_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("KUBE_APISERVER") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("HOTSYNC_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/hotsync")))
+        .unwrap_or_else(|| PathBuf::from(".cache/hotsync"));
+    cache
+        .join(format!("kube-apiserver-{KUBE_VERSION}"))
+        .join("kube-apiserver")
+}
+
+fn find_etcd() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ETCD") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("etcd"))
+        .find(|p| p.is_file())
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
+    move |source| ClusterError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn tail(bytes: &[u8], lines: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl LocalCluster {
+    /// Checks the prerequisites, runs the start script, waits for the API server and installs our CRDs.
+    ///
+    /// # Errors
+    /// [`ClusterError::ApiServerMissing`] or [`ClusterError::EtcdMissing`] name the script to run first;
+    /// a failing start script gives [`ClusterError::Script`] with the end of its output.
+    pub async fn start(options: ClusterOptions) -> Result<LocalCluster, ClusterError> {
+        let apiserver = apiserver_binary();
+        if !apiserver.is_file() {
+            return Err(ClusterError::ApiServerMissing { path: apiserver });
+        }
+        if find_etcd().is_none() {
+            return Err(ClusterError::EtcdMissing);
+        }
+        let (state_dir, remove_state_dir) = match &options.state_dir {
+            Some(d) => (d.clone(), false),
+            None => {
+                let n = SEQ.fetch_add(1, Ordering::SeqCst);
+                let d =
+                    std::env::temp_dir().join(format!("hotsync-sim-{}-{n}", std::process::id()));
+                (d, true)
+            }
+        };
+        std::fs::create_dir_all(&state_dir).map_err(io_err(&state_dir))?;
+        let state_dir = std::fs::canonicalize(&state_dir).map_err(io_err(&state_dir))?;
+        let start = state_dir.join("start-cluster.sh");
+        std::fs::write(&start, START_SCRIPT).map_err(io_err(&start))?;
+        let stop = state_dir.join("stop-cluster.sh");
+        std::fs::write(&stop, STOP_SCRIPT).map_err(io_err(&stop))?;
+        let cluster_dir = state_dir.join("cluster");
+
+        let out = tokio::process::Command::new("bash")
+            .arg(&start)
+            .arg(&cluster_dir)
+            .env("KUBE_APISERVER", &apiserver)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(io_err(&start))?;
+        if !out.status.success() {
+            let mut output = tail(&out.stdout, 10);
+            output.push_str(&tail(&out.stderr, 40));
+            return Err(ClusterError::Script {
+                script: "start-cluster.sh",
+                status: out.status.to_string(),
+                output,
+            });
+        }
+        let env = read_env(&cluster_dir.join("env"))?;
+        let mut cluster = LocalCluster {
+            state_dir,
+            remove_state_dir,
+            env,
+            reaper: None,
+            stopped: false,
+        };
+        if options.stop_with_process {
+            cluster.reaper = cluster.spawn_reaper().ok();
+        }
+        if options.install_crds {
+            let client = cluster.client().await?;
+            install_crds(&client, our_crds()).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// A watcher process that runs the stop script once this process is gone.
+    fn spawn_reaper(&self) -> std::io::Result<std::process::Child> {
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; bash \"$0\" \"$1\" >/dev/null 2>&1; {cleanup}",
+            pid = std::process::id(),
+            cleanup = if self.remove_state_dir { "rm -rf \"$2\"" } else { "true" },
+        );
+        std::process::Command::new("setsid")
+            .arg("bash")
+            .arg("-c")
+            .arg(script)
+            .arg(self.state_dir.join("stop-cluster.sh"))
+            .arg(self.cluster_dir())
+            .arg(&self.state_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    }
+
+    fn cluster_dir(&self) -> PathBuf {
+        self.state_dir.join("cluster")
+    }
+
+    /// The state directory (scripts and `cluster/`).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The admin kubeconfig, for kube-rs and kubectl.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.env.kubeconfig
+    }
+
+    /// What the start script reported: URL, tokens, pids.
+    pub fn env(&self) -> &ClusterEnv {
+        &self.env
+    }
+
+    /// A new admin client. Call it on the runtime that will use the client.
+    pub async fn client(&self) -> Result<kube::Client, ClusterError> {
+        client_from_kubeconfig(&self.env.kubeconfig).await
+    }
+
+    /// Stops kube-apiserver and etcd and removes the cluster's files. Idempotent.
+    ///
+    /// # Errors
+    /// [`ClusterError::Script`] when the stop script fails.
+    pub fn stop(mut self) -> Result<(), ClusterError> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<(), ClusterError> {
+        if self.stopped {
+            return Ok(());
+        }
+        self.stopped = true;
+        if let Some(mut reaper) = self.reaper.take() {
+            let _ = reaper.kill();
+            let _ = reaper.wait();
+        }
+        let stop = self.state_dir.join("stop-cluster.sh");
+        let out = std::process::Command::new("bash")
+            .arg(&stop)
+            .arg(self.cluster_dir())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_err(&stop))?;
+        if !out.status.success() {
+            return Err(ClusterError::Script {
+                script: "stop-cluster.sh",
+                status: out.status.to_string(),
+                output: tail(&out.stderr, 20),
+            });
+        }
+        if self.remove_state_dir {
+            std::fs::remove_dir_all(&self.state_dir).map_err(io_err(&self.state_dir))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_inner() {
+            tracing::warn!(error = %e, "could not stop the local cluster");
+        }
+    }
+}
+
+/// A client from a kubeconfig file (its current context).
+pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, ClusterError> {
+    let wrap = |source: Box<dyn std::error::Error + Send + Sync>| ClusterError::Kubeconfig {
+        path: path.to_path_buf(),
+        source,
+    };
+    let kc = Kubeconfig::read_from(path).map_err(|e| wrap(Box::new(e)))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| wrap(Box::new(e)))?;
+    kube::Client::try_from(config).map_err(|e| wrap(Box::new(e)))
+}
+
+fn read_env(path: &Path) -> Result<ClusterEnv, ClusterError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let mut vars = std::collections::HashMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let Some(rest) = line.strip_prefix("export ") else {
+            continue;
+        };
+        if let Some((k, v)) = rest.split_once('=') {
+            let v = v.trim_matches('\'').trim_matches('"');
+            vars.insert(k.to_string(), v.to_string());
+        }
+    }
+    let get = |key: &'static str| {
+        vars.get(key)
+            .cloned()
+            .ok_or_else(|| ClusterError::EnvMissing {
+                path: path.to_path_buf(),
+                key,
+            })
+    };
+    let pid = |key: &'static str| {
+        get(key)?
+            .parse::<u32>()
+            .map_err(|_| ClusterError::EnvMissing {
+                path: path.to_path_buf(),
+                key,
+            })
+    };
+    Ok(ClusterEnv {
+        kubeconfig: PathBuf::from(get("KUBECONFIG")?),
+        apiserver_url: get("APISERVER_URL")?,
+        admin_token: get("ADMIN_TOKEN")?,
+        limited_token: get("LIMITED_TOKEN")?,
+        none_token: get("NONE_TOKEN")?,
+        etcd_pid: pid("ETCD_PID")?,
+        apiserver_pid: pid("APISERVER_PID")?,
+    })
+}
+
+/// Our CRDs, generated from the model types.
+pub fn our_crds() -> Vec<CustomResourceDefinition> {
+    vec![
+        GameServerSet::crd(),
+        GameServer::crd(),
+        AdvancedStatefulSet::crd(),
+    ]
+}
+
+/// Reads every CRD in a directory of YAML files (for example OKG's upstream CRDs), as JSON documents:
+/// kept raw, because k8s-openapi's typed schema turns `default: ""` into null, which the API server rejects.
+pub fn crds_from_dir(dir: &Path) -> Result<Vec<serde_json::Value>, ClusterError> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    entries.sort();
+    let mut crds = Vec::new();
+    for path in entries {
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let values: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&text).map_err(|e| ClusterError::ParseCrd {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
+        crds.extend(values.into_iter().filter(|v| {
+            v.get("kind").and_then(|k| k.as_str()) == Some("CustomResourceDefinition")
+        }));
+    }
+    Ok(crds)
+}
+
+/// Applies CRDs (server-side apply, forced) and waits until each is Established.
+pub async fn install_crds<T: serde::Serialize>(
+    client: &kube::Client,
+    crds: Vec<T>,
+) -> Result<(), ClusterError> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let timeout = Duration::from_secs(30);
+    for crd in crds {
+        let mut doc = serde_json::to_value(&crd).unwrap_or(serde_json::Value::Null);
+        let name = doc
+            .pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .to_string();
+        if let Some(meta) = doc.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.remove("managedFields");
+            meta.remove("resourceVersion");
+            meta.remove("creationTimestamp");
+        }
+        if let Some(obj) = doc.as_object_mut() {
+            obj.remove("status");
+        }
+        api.patch(&name, &pp, &Patch::Apply(&doc))
+            .await
+            .map_err(|source| ClusterError::InstallCrd {
+                name: name.clone(),
+                source,
+            })?;
+        let established = await_condition(api.clone(), &name, conditions::is_crd_established());
+        match tokio::time::timeout(timeout, established).await {
+            Ok(Ok(_)) => {}
+            _ => return Err(ClusterError::CrdNotEstablished { name, timeout }),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_env_file_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("env");
+        std::fs::write(
+            &path,
+            "# comment\nexport CLUSTER_DIR=/x\nexport KUBECONFIG=/x/kubeconfig\nexport APISERVER_URL=https://127.0.0.1:1\n\
+             export ADMIN_TOKEN=a\nexport LIMITED_TOKEN=l\nexport NONE_TOKEN=n\nexport ETCD_PID=1\nexport APISERVER_PID=2\n",
+        )
+        .expect("write");
+        let env = read_env(&path).expect("reads");
+        assert_eq!(env.kubeconfig, PathBuf::from("/x/kubeconfig"));
+        assert_eq!(env.apiserver_pid, 2);
+        assert_eq!(env.limited_token, "l");
+    }
+
+    #[test]
+    fn the_upstream_crds_parse() {
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/okg/crds"));
+        if dir.is_dir() {
+            let crds = crds_from_dir(dir).expect("parses");
+            assert_eq!(crds.len(), 3);
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The shared cluster of the test binary: one genuine kube-apiserver (started on first use, stopped when the
+//! process exits), our CRDs, and the simulated OKG controller and kubelet running on a runtime of their
+//! own, so that every `#[tokio::test]` (each with its own runtime) can use it. Each test gets a fresh
+//! namespace and its own client.
+//!
+//! A test that needs the API server fails loudly when it cannot have one: it never passes by skipping.
+
+#![allow(dead_code)]
+
+use hotsync::model::{GameServerSet, LABEL_OWNER_GSS};
+use hotsync::sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The delays the shared simulation runs with: tens of milliseconds.
+pub fn test_config() -> SimConfig {
+    SimConfig::fast()
+}
+
+struct Shared {
+    kubeconfig: PathBuf,
+    // Kept alive for the whole process: the simulation's tasks run on this runtime.
+    _runtime: tokio::runtime::Runtime,
+    _cluster: LocalCluster,
+}
+
+static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
+static SIM_FAILURE: Mutex<Option<String>> = Mutex::new(None);
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn start_shared() -> Result<Shared, String> {
+    // Started on a thread of its own: the calling test runs inside a runtime, which cannot block on another.
+    std::thread::spawn(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("sim")
+            .build()
+            .map_err(|e| format!("could not build the simulation's runtime: {e}"))?;
+        let cluster = runtime
+            .block_on(LocalCluster::start(ClusterOptions::default()))
+            .map_err(|e| format!("could not start the local API server: {e}"))?;
+        let kubeconfig = cluster.kubeconfig().to_path_buf();
+        runtime.block_on(async {
+            let client = cluster
+                .client()
+                .await
+                .map_err(|e| format!("could not build a client: {e}"))?;
+            let mut sim = Simulation::start(client, test_config());
+            // Watches the simulation for the whole process: a task that dies fails every later test.
+            tokio::spawn(async move {
+                let e = sim.wait_any_failure().await;
+                let msg = format!("{:#}", anyhow::Error::new(e));
+                eprintln!("simulation failed: {msg}");
+                *SIM_FAILURE.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+                // Keep `sim` (and its remaining tasks) alive until the process exits.
+                std::future::pending::<()>().await;
+                drop(sim);
+            });
+            Ok::<_, String>(())
+        })?;
+        Ok(Shared {
+            kubeconfig,
+            _runtime: runtime,
+            _cluster: cluster,
+        })
+    })
+    .join()
+    .map_err(|_| "the thread starting the local API server panicked".to_string())?
+}
+
+fn shared() -> &'static Shared {
+    match SHARED.get_or_init(start_shared) {
+        Ok(s) => s,
+        Err(e) => panic!("this test needs the local API server and cannot have one: {e}"),
+    }
+}
+
+fn assert_sim_alive() {
+    if let Some(msg) = SIM_FAILURE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        panic!("the simulation is not running: {msg}");
+    }
+}
+
+/// One test's view of the shared cluster.
+pub struct TestEnv {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub kubeconfig: PathBuf,
+}
+
+/// The shared cluster (started on first use) with a fresh namespace named after `test`.
+pub async fn env(test: &str) -> TestEnv {
+    let kubeconfig = tokio::task::spawn_blocking(|| shared().kubeconfig.clone())
+        .await
+        .unwrap_or_else(|e| panic!("starting the shared cluster failed: {e}"));
+    assert_sim_alive();
+    let client = hotsync::sim::cluster::client_from_kubeconfig(&kubeconfig)
+        .await
+        .unwrap_or_else(|e| panic!("could not build a client for the local API server: {e}"));
+    let slug: String = test
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let namespace = format!(
+        "{}-{}",
+        slug.trim_matches('-'),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    );
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(namespace.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("could not create the namespace {namespace}: {e}"));
+    TestEnv {
+        client,
+        namespace,
+        kubeconfig,
+    }
+}
+
+impl TestEnv {
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates a set in this test's namespace.
+    pub async fn create_gss(&self, gss: &GameServerSet) -> GameServerSet {
+        let mut gss = gss.clone();
+        gss.metadata.namespace = Some(self.namespace.clone());
+        self.api::<GameServerSet>()
+            .create(&PostParams::default(), &gss)
+            .await
+            .unwrap_or_else(|e| panic!("could not create the GameServerSet: {e}"))
+    }
+
+    /// The pods of a set, by name.
+    pub async fn pods(&self, gss: &str) -> Vec<Pod> {
+        let lp = ListParams::default().labels(&format!("{LABEL_OWNER_GSS}={gss}"));
+        let mut pods = self
+            .api::<Pod>()
+            .list(&lp)
+            .await
+            .unwrap_or_else(|e| panic!("could not list pods: {e}"))
+            .items;
+        pods.sort_by_key(|p| p.metadata.name.clone());
+        pods
+    }
+
+    /// Polls `check` until it returns `Some` or `timeout` passes; panics naming `what` and the last
+    /// observation. `check` gets this env and returns the value or a description of what it saw.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, String>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            assert_sim_alive();
+            match check().await {
+                Ok(v) => return v,
+                Err(seen) if Instant::now() >= deadline => {
+                    panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+            }
+        }
+    }
+}
+
+/// How long a test waits for the simulation to converge.
+pub const CONVERGE: Duration = Duration::from_secs(30);
+
+impl TestEnv {
+    /// A token of the local cluster (`ADMIN_TOKEN`, `LIMITED_TOKEN`, `NONE_TOKEN`), from the `env` file
+    /// the start script wrote beside the kubeconfig. `hotsync-limited` and `hotsync-none` have no
+    /// rights until a test grants them some.
+    pub fn token(&self, key: &str) -> String {
+        let file = self.kubeconfig.with_file_name("env");
+        let text =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        text.lines()
+            .filter_map(|l| l.trim_start_matches("export ").split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.trim_matches(['"', '\'']).to_string())
+            .unwrap_or_else(|| panic!("{key} not in {}", file.display()))
+    }
+
+    /// A client of the local API server that authenticates with `token` instead of the admin's.
+    pub async fn client_with_token(&self, token: String) -> kube::Client {
+        let kc =
+            kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap_or_else(|e| panic!("{e}"));
+        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        cfg.auth_info = kube::config::AuthInfo {
+            token: Some(token.into()),
+            ..Default::default()
+        };
+        kube::Client::try_from(cfg).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
