@@ -420,19 +420,23 @@ fn load_document(
         return;
     }
     let name = name.unwrap_or_default().to_string();
-    let mut gss: GameServerSet =
-        match serde_saphyr::from_str_with_options(&chunk.text, saphyr_options()) {
-            Ok(g) => g,
-            Err(e) => {
-                let (message, line) = locate(&e, chunk.first_line);
-                out.diagnostics.push(diag(
-                    Severity::Error,
-                    line.or(Some(chunk.first_line)),
-                    format!("GameServerSet {name}: {message}"),
-                ));
-                return;
-            }
-        };
+    // Typed decoding from the parsed value is cheap; only when it fails is the text parsed again, by
+    // saphyr, for the error's line.
+    let typed = serde_json::from_value::<GameServerSet>(raw.clone()).or_else(|_| {
+        serde_saphyr::from_str_with_options::<GameServerSet>(&chunk.text, saphyr_options())
+    });
+    let mut gss: GameServerSet = match typed {
+        Ok(g) => g,
+        Err(e) => {
+            let (message, line) = locate(&e, chunk.first_line);
+            out.diagnostics.push(diag(
+                Severity::Error,
+                line.or(Some(chunk.first_line)),
+                format!("GameServerSet {name}: {message}"),
+            ));
+            return;
+        }
+    };
     let spec_problems = check_spec(&raw, &gss);
     let mut failed = false;
     for (severity, key, message) in spec_problems {

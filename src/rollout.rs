@@ -155,6 +155,9 @@ pub struct SetOutcome {
     pub message: Option<String>,
     pub pods: Vec<PodResult>,
     pub warnings: Vec<String>,
+    /// The images Git wants, when drift can be judged (not for partitioned or paused sets).
+    #[serde(skip)]
+    pub target_images: Option<Vec<(String, String)>>,
 }
 
 /// Progress of a rollout, for a terminal or a log.
@@ -222,10 +225,14 @@ pub async fn sync_set(
         message: None,
         pods: Vec::new(),
         warnings: diff.warnings.clone(),
+        target_images: None,
     };
     out.warnings.extend(live::image_overrides(&live));
     let in_place = policy_is_in_place(Some(want.pod_update_policy()));
     let git_paused = want.rolling_update().paused == Some(true);
+    if !git_paused && want.rolling_update().partition.unwrap_or(0) == 0 {
+        out.target_images = Some(want.container_images());
+    }
 
     if diff.impact == Impact::Recreate && !opts.allow_recreate {
         let fields: Vec<&str> = diff
@@ -792,6 +799,14 @@ async fn hot_update(
     Ok(())
 }
 
+/// Pod writes carry hotsync's field manager, so that `managedFields` says who changed an image.
+fn pod_patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    }
+}
+
 /// maxUnavailable as a pod count: an int, or a percentage of replicas rounded down; at least 1.
 fn scaled(v: Option<&IntOrString>, replicas: usize) -> usize {
     let n = match v {
@@ -921,7 +936,7 @@ async fn start_pod(
                 source: kube::Error::SerdeError(e),
             })?;
         match api
-            .patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
+            .patch(name, &pod_patch_params(), &Patch::Json::<()>(patch))
             .await
         {
             Ok(_) => {
@@ -950,7 +965,7 @@ async fn start_pod(
 /// Moves the pod's Kruise lifecycle label.
 async fn set_lifecycle(api: &Api<Pod>, name: &str, state: &str) -> Result<(), ClusterError> {
     let patch = json!({"metadata": {"labels": {LABEL_LIFECYCLE_STATE: state}}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+    api.patch(name, &pod_patch_params(), &Patch::Merge(&patch))
         .await
         .map_err(|e| ClusterError::api("patch", format!("pod {name}"), e))?;
     Ok(())
@@ -964,7 +979,7 @@ async fn relabel(api: &Api<Pod>, pod: &Pod, revision: &str) -> Result<(), Cluste
     let patch = json!({"metadata": {"labels": {LABEL_REVISION_HASH: revision}}});
     api.patch(
         live::pod_name(pod),
-        &PatchParams::default(),
+        &pod_patch_params(),
         &Patch::Merge(&patch),
     )
     .await
@@ -1008,7 +1023,7 @@ async fn fail_pod(
             object: format!("pod {}", f.name),
             source: kube::Error::SerdeError(e),
         })?;
-    api.patch(&f.name, &PatchParams::default(), &Patch::Json::<()>(patch))
+    api.patch(&f.name, &pod_patch_params(), &Patch::Json::<()>(patch))
         .await
         .map_err(|e| ClusterError::api("patch", format!("pod {}/{}", ctx.ns, f.name), e))?;
     Ok(PodResult {

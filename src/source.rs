@@ -136,6 +136,17 @@ impl Repo {
         if !is_remote(spec) {
             return Self::open(Path::new(spec));
         }
+        let this = Self::open_bare_cache(spec, cache_dir)?;
+        this.fetch(fetch)?;
+        Ok(this)
+    }
+
+    /// Opens (or creates, empty) the cache clone of a remote without fetching: for ref negotiations
+    /// and for reading objects fetched before.
+    ///
+    /// # Errors
+    /// When the cache directory cannot be created.
+    pub fn open_bare_cache(spec: &str, cache_dir: &Path) -> Result<Self, SourceError> {
         let digest = Sha256::digest(spec.as_bytes());
         let dir = cache_dir.join(format!("repo-{}", &hex::encode(digest)[..16]));
         let repo = match Repository::open_bare(&dir) {
@@ -163,12 +174,10 @@ impl Repo {
                 r
             }
         };
-        let this = Repo {
+        Ok(Repo {
             repo,
             name: spec.to_string(),
-        };
-        this.fetch(fetch)?;
-        Ok(this)
+        })
     }
 
     /// The repository as the user named it.
@@ -382,7 +391,45 @@ impl Repo {
         files: &[TreeFile],
         opts: &LoadOptions,
     ) -> Result<Manifests, SourceError> {
+        // Reading blobs is cheap; parsing is not: parse on every core, each file on its own.
+        let mut blobs = Vec::with_capacity(files.len());
+        for f in files {
+            blobs.push(if f.symlink {
+                None
+            } else {
+                Some(self.read_blob(f.blob)?)
+            });
+        }
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8);
+        let per = files.len().div_ceil(threads).max(16);
+        let parsed: Vec<Manifests> = std::thread::scope(|s| {
+            let handles: Vec<_> = files
+                .chunks(per)
+                .zip(blobs.chunks(per))
+                .map(|(fs, bs)| {
+                    s.spawn(move || {
+                        let mut m = Manifests::default();
+                        for (f, b) in fs.iter().zip(bs) {
+                            if let Some(bytes) = b {
+                                m.extend(manifest::load_file(&f.path, bytes, opts));
+                            }
+                        }
+                        m
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
         let mut m = Manifests::default();
+        for p in parsed {
+            m.extend(p);
+        }
         for f in files {
             if f.symlink {
                 m.diagnostics.push(manifest::Diagnostic {
@@ -393,10 +440,7 @@ impl Repo {
                     message: "symlink: hotsync reads files only, it never follows links"
                         .to_string(),
                 });
-                continue;
             }
-            let bytes = self.read_blob(f.blob)?;
-            m.extend(manifest::load_file(&f.path, &bytes, opts));
         }
         Ok(m)
     }
@@ -415,6 +459,54 @@ impl Repo {
         let mut m = self.load_files(&files, opts)?;
         m.finish();
         Ok(m)
+    }
+
+    /// The tip of `branch` on `origin`, by one ref negotiation: no objects are fetched. For a local
+    /// repository (no `origin` to ask), the branch is resolved locally.
+    ///
+    /// # Errors
+    /// When the remote cannot be reached.
+    pub fn remote_tip(
+        &self,
+        branch: &str,
+        opts: &FetchOptions,
+    ) -> Result<Option<Oid>, SourceError> {
+        let Ok(mut remote) = self.repo.find_remote("origin") else {
+            return Ok(self.resolve(branch).ok());
+        };
+        let url = remote.url().unwrap_or_default().to_string();
+        let err = |source| SourceError::Fetch {
+            url: url.clone(),
+            source,
+        };
+        let conn = remote
+            .connect_auth(git2::Direction::Fetch, Some(opts.callbacks()), None)
+            .map_err(err)?;
+        let want = format!("refs/heads/{branch}");
+        let tip = conn
+            .list()
+            .map_err(err)?
+            .iter()
+            .find(|h| h.name() == want)
+            .map(|h| h.oid());
+        Ok(tip)
+    }
+
+    /// The first parent of a commit.
+    pub fn first_parent(&self, oid: Oid) -> Option<Oid> {
+        self.repo.find_commit(oid).ok()?.parent_id(0).ok()
+    }
+
+    /// The full message of a commit.
+    ///
+    /// # Errors
+    /// When the commit cannot be read.
+    pub fn commit_message(&self, oid: Oid) -> Result<String, SourceError> {
+        let c = self
+            .repo
+            .find_commit(oid)
+            .map_err(|source| self.read_err(oid.to_string(), source))?;
+        Ok(String::from_utf8_lossy(c.message_bytes()).to_string())
     }
 
     /// The underlying libgit2 repository, for the status writer.

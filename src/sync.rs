@@ -137,9 +137,9 @@ pub async fn sync(
     let mut rollout_opts = opts.rollout.clone();
     rollout_opts.source_commit = Some(source.sha.clone());
     let rollout_opts = &rollout_opts;
-    let mut sets: Vec<SetOutcome> = futures::stream::iter(manifests.sets.iter())
+    let mut sets: Vec<SetOutcome> = futures::stream::iter(manifests.sets)
         .map(|desired| async move {
-            match rollout::sync_set(client, desired, rollout_opts, progress).await {
+            match rollout::sync_set(client, &desired, rollout_opts, progress).await {
                 Ok(o) => o,
                 Err(e) => {
                     let key = desired.key();
@@ -155,6 +155,7 @@ pub async fn sync(
                         message: Some(error_chain(&e)),
                         pods: Vec::new(),
                         warnings: Vec::new(),
+                        target_images: None,
                     }
                 }
             }
