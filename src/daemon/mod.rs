@@ -1,0 +1,568 @@
+//! `hotsync run`: the daemon that keeps a cluster in step with Git.
+//!
+//! Triggers (a poll interval, the webhook, a watch of a local repository, drift) wake one sync loop;
+//! triggers that arrive during a sync coalesce into one follow-up. A poll that finds the branch's tip
+//! unchanged costs one ref negotiation: no fetch, no diff. Only the replica holding the Lease syncs.
+//! Every task's handle is kept: a task that dies stops the daemon with its error.
+
+pub mod drift;
+pub mod http;
+pub mod lease;
+pub mod metrics;
+
+use crate::live::ClusterError;
+use crate::rollout::{Outcome, Progress};
+use crate::source::{Repo, SourceError};
+use crate::sync::{SyncOptions, SyncReport};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource as _};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+/// Everything `hotsync run` needs.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub sync: SyncOptions,
+    /// The branch that is tracked (for the webhook's `ref` and the poll).
+    pub branch: String,
+    pub interval: Duration,
+    pub listen: SocketAddr,
+    pub webhook_secret: Option<String>,
+    /// `None`: no leader election (a single replica).
+    pub lease: Option<lease::LeaseConfig>,
+    pub self_heal: bool,
+    /// Watch the repository's files when it is a local path.
+    pub watch_local: bool,
+    /// How long a sync in flight may finish after SIGTERM before it is dropped between two writes.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the daemon stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server stopped")]
+    Serve(#[source] std::io::Error),
+    #[error("leader election failed")]
+    Lease(#[source] ClusterError),
+    #[error("cannot watch {path}")]
+    Watch {
+        path: String,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("a daemon task stopped unexpectedly: {task}")]
+    TaskDied { task: &'static str },
+}
+
+/// Runs until `shutdown` turns true.
+///
+/// # Errors
+/// When the listener cannot bind or a task of the daemon dies.
+pub async fn run(
+    client: Client,
+    cfg: DaemonConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = metrics::Metrics::register(&mut registry);
+    let trigger = Arc::new(Notify::new());
+    let shared = Arc::new(http::Shared::new(
+        metrics,
+        registry,
+        trigger.clone(),
+        cfg.webhook_secret.clone(),
+        cfg.branch.clone(),
+    ));
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let identity = cfg
+        .lease
+        .as_ref()
+        .map(|l| l.identity.clone())
+        .unwrap_or_else(|| "hotsync".into());
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "hotsync".into(),
+            instance: Some(identity),
+        },
+    );
+    let busy = Arc::new(AtomicBool::new(false));
+    let force = Arc::new(AtomicBool::new(false));
+    let desired: drift::Desired = Default::default();
+    let (leading_tx, leading) = watch::channel(cfg.lease.is_none());
+    let mut tasks: JoinSet<(&'static str, Result<(), DaemonError>)> = JoinSet::new();
+
+    // HTTP: health, readiness, metrics, webhook.
+    {
+        let mut stop = shutdown.clone();
+        let app = http::router(shared.clone());
+        tasks.spawn(async move {
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped(&mut stop).await;
+                })
+                .await
+                .map_err(DaemonError::Serve);
+            ("http", r)
+        });
+    }
+    // Leader election.
+    let leading_tx_keep = leading_tx.clone();
+    if let Some(lc) = cfg.lease.clone() {
+        let (client, stop) = (client.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            (
+                "lease",
+                lease::run(client, lc, leading_tx, stop)
+                    .await
+                    .map_err(DaemonError::Lease),
+            )
+        });
+    }
+    // Without a lease this replica always leads; the sender lives as long as the daemon, so that the
+    // sync loop never sees the channel close.
+    let _always_leading = cfg.lease.is_none().then_some(leading_tx_keep);
+    // Poll.
+    {
+        let (trigger, mut stop, every) = (trigger.clone(), shutdown.clone(), cfg.interval);
+        tasks.spawn(async move {
+            loop {
+                trigger.notify_one();
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stopped(&mut stop) => return ("poll", Ok(())),
+                }
+            }
+        });
+    }
+    // A local repository's files.
+    let _watcher = if cfg.watch_local && !crate::source::is_remote(&cfg.sync.repo) {
+        Some(watch_local(&cfg.sync.repo, trigger.clone())?)
+    } else {
+        None
+    };
+    // Drift.
+    {
+        let (client, desired, shared, busy, force) = (
+            client.clone(),
+            desired.clone(),
+            shared.clone(),
+            busy.clone(),
+            force.clone(),
+        );
+        let (recorder, heal, mut stop) = (recorder.clone(), cfg.self_heal, shutdown.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = drift::run(client, desired, shared, recorder, busy, force, heal) => ("drift", Err(DaemonError::TaskDied { task: "drift watch" })),
+                _ = stopped(&mut stop) => ("drift", Ok(())),
+            }
+        });
+    }
+    // The sync loop.
+    {
+        let looper = SyncLoop {
+            client: client.clone(),
+            cfg: cfg.clone(),
+            shared: shared.clone(),
+            recorder,
+            busy,
+            force,
+            desired,
+            leading,
+            shutdown: shutdown.clone(),
+            last_tip: None,
+            failures: 0,
+        };
+        tasks.spawn(async move { ("sync", looper.run(trigger).await) });
+    }
+
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let stopping = *shutdown.borrow();
+        match joined {
+            Ok((_, Ok(()))) if stopping => {}
+            Ok((task, Ok(()))) => {
+                result = Err(DaemonError::TaskDied { task });
+                break;
+            }
+            Ok((task, Err(e))) => {
+                tracing::error!(task, error = %crate::sync::error_chain(&e), "daemon task failed");
+                result = Err(e);
+                break;
+            }
+            Err(_) => {
+                result = Err(DaemonError::TaskDied { task: "panicked" });
+                break;
+            }
+        }
+    }
+    tasks.abort_all();
+    result
+}
+
+/// Resolves once `rx` says stop; holds no borrow of the channel across an await of the caller.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+fn watch_local(
+    repo: &str,
+    trigger: Arc<Notify>,
+) -> Result<notify::RecommendedWatcher, DaemonError> {
+    use notify::Watcher as _;
+    let path = std::path::Path::new(repo);
+    let git_dir = if path.join(".git").exists() {
+        path.join(".git")
+    } else {
+        path.to_path_buf()
+    };
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if ev.is_ok_and(|e| !e.kind.is_access()) {
+            trigger.notify_one();
+        }
+    })
+    .map_err(|source| DaemonError::Watch {
+        path: repo.to_string(),
+        source,
+    })?;
+    w.watch(&git_dir, notify::RecursiveMode::Recursive)
+        .map_err(|source| DaemonError::Watch {
+            path: git_dir.display().to_string(),
+            source,
+        })?;
+    Ok(w)
+}
+
+struct SyncLoop {
+    client: Client,
+    cfg: DaemonConfig,
+    shared: Arc<http::Shared>,
+    recorder: Recorder,
+    busy: Arc<AtomicBool>,
+    force: Arc<AtomicBool>,
+    desired: drift::Desired,
+    leading: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+    /// The tip last synced to completion: a poll that finds it again does nothing.
+    last_tip: Option<git2::Oid>,
+    /// Consecutive failed syncs, for backoff.
+    failures: u32,
+}
+
+impl SyncLoop {
+    async fn run(mut self, trigger: Arc<Notify>) -> Result<(), DaemonError> {
+        let mut next_retry = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = trigger.notified() => {}
+                _ = self.leading.changed() => {}
+                _ = stopped(&mut self.shutdown) => return Ok(()),
+            }
+            let leading = *self.leading.borrow();
+            self.shared.metrics.leader.set(i64::from(leading));
+            if !leading {
+                // A follower is ready once it can reach the cluster; it writes nothing.
+                self.shared.ready.store(true, Ordering::SeqCst);
+                self.last_tip = None;
+                continue;
+            }
+            let tip = match self.tip().await {
+                Ok(t) => t,
+                Err(e) => {
+                    self.shared
+                        .metrics
+                        .polls
+                        .get_or_create(&metrics::ResultLabel { result: "error" })
+                        .inc();
+                    self.shared
+                        .metrics
+                        .failures
+                        .get_or_create(&metrics::CategoryLabel {
+                            category: e.category(),
+                        })
+                        .inc();
+                    tracing::warn!(category = e.category(), error = %crate::sync::error_chain(&e), "cannot reach the repository");
+                    continue;
+                }
+            };
+            let forced = self.force.swap(false, Ordering::SeqCst);
+            if !forced && tip.is_some() && tip == self.last_tip {
+                self.shared
+                    .metrics
+                    .polls
+                    .get_or_create(&metrics::ResultLabel {
+                        result: "unchanged",
+                    })
+                    .inc();
+                continue;
+            }
+            if !forced
+                && self.failures > 0
+                && tokio::time::Instant::now() < next_retry
+                && tip == self.last_tip
+            {
+                continue;
+            }
+            self.shared
+                .metrics
+                .polls
+                .get_or_create(&metrics::ResultLabel { result: "changed" })
+                .inc();
+            let ok = self.sync_once().await;
+            if ok {
+                self.failures = 0;
+                self.last_tip = tip;
+            } else {
+                self.failures += 1;
+                let backoff = self
+                    .cfg
+                    .interval
+                    .saturating_mul(2u32.saturating_pow(self.failures.min(5)));
+                next_retry = tokio::time::Instant::now() + backoff.min(Duration::from_secs(600));
+                self.last_tip = None;
+            }
+        }
+    }
+
+    /// The branch's tip by one ref negotiation (no objects fetched when it is unchanged). Commits of
+    /// hotsync's own (status commits on the tracked branch) are stepped over: the tip that counts is
+    /// the newest commit a person made.
+    async fn tip(&self) -> Result<Option<git2::Oid>, SourceError> {
+        let opts = self.cfg.sync.clone();
+        let branch = self.cfg.branch.clone();
+        let last = self.last_tip;
+        let joined =
+            tokio::task::spawn_blocking(move || -> Result<Option<git2::Oid>, SourceError> {
+                let remote = crate::source::is_remote(&opts.repo);
+                let repo = if remote {
+                    Repo::open_bare_cache(&opts.repo, &opts.cache_dir)?
+                } else {
+                    Repo::open(std::path::Path::new(&opts.repo))?
+                };
+                let tip = if remote {
+                    repo.remote_tip(&branch, &opts.fetch)?
+                } else {
+                    repo.resolve(&branch).or_else(|_| repo.resolve("HEAD")).ok()
+                };
+                let Some(mut tip) = tip else { return Ok(None) };
+                if Some(tip) == last {
+                    return Ok(Some(tip));
+                }
+                if remote && repo.commit_message(tip).is_err() {
+                    repo.fetch(&opts.fetch)?;
+                }
+                for _ in 0..100 {
+                    let own = repo
+                        .commit_message(tip)
+                        .is_ok_and(|m| crate::status::is_hotsync_commit(&m));
+                    match repo.first_parent(tip) {
+                        Some(parent) if own => tip = parent,
+                        _ => break,
+                    }
+                }
+                Ok(Some(tip))
+            })
+            .await;
+        joined.unwrap_or_else(|e| {
+            Err(SourceError::Cache {
+                path: std::path::PathBuf::from("<repository reader>"),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })
+    }
+
+    /// One sync with events and metrics; false when it should be retried.
+    async fn sync_once(&mut self) -> bool {
+        self.busy.store(true, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+        let events = {
+            let (client, recorder, shared) = (
+                self.client.clone(),
+                self.recorder.clone(),
+                self.shared.clone(),
+            );
+            tokio::spawn(async move {
+                while let Some(p) = rx.recv().await {
+                    publish_progress(&client, &recorder, &shared, p).await;
+                }
+            })
+        };
+        let result = {
+            let fut = crate::sync::sync(&self.client, &self.cfg.sync, Some(&tx));
+            tokio::pin!(fut);
+            let mut stop = self.shutdown.clone();
+            tokio::select! {
+                r = &mut fut => Some(r),
+                _ = stopped(&mut stop) => {
+                    // Finish the step in flight within the grace period; otherwise drop the sync between
+                    // two writes. The hold stays on the set: the next leader resumes from the cluster.
+                    tokio::time::timeout(self.cfg.shutdown_grace, &mut fut).await.ok()
+                }
+            }
+        };
+        drop(tx);
+        let _ = events.await;
+        self.busy.store(false, Ordering::SeqCst);
+        let m = &self.shared.metrics;
+        m.sync_duration.observe(started.elapsed().as_secs_f64());
+        let Some(result) = result else {
+            m.syncs
+                .get_or_create(&metrics::ResultLabel {
+                    result: "interrupted",
+                })
+                .inc();
+            return false;
+        };
+        match result {
+            Ok(report) => {
+                self.record(&report);
+                // Retry (with backoff) only what a retry can mend: a failed or timed-out rollout. OKG's own
+                // rollouts in progress, refusals and manifest errors wait for the next commit.
+                let ok = !report
+                    .sets
+                    .iter()
+                    .any(|s| matches!(s.outcome, Outcome::Failed | Outcome::TimedOut));
+                self.shared.ready.store(true, Ordering::SeqCst);
+                ok
+            }
+            Err(e) => {
+                m.syncs
+                    .get_or_create(&metrics::ResultLabel { result: "error" })
+                    .inc();
+                m.failures
+                    .get_or_create(&metrics::CategoryLabel {
+                        category: e.category(),
+                    })
+                    .inc();
+                tracing::error!(category = e.category(), error = %crate::sync::error_chain(&e), "sync failed");
+                false
+            }
+        }
+    }
+
+    fn record(&self, report: &SyncReport) {
+        let m = &self.shared.metrics;
+        let result = match report.exit_code() {
+            0 => "ok",
+            1 => "failed",
+            2 => "invalid",
+            3 => "refused",
+            _ => "timedout",
+        };
+        m.syncs
+            .get_or_create(&metrics::ResultLabel { result })
+            .inc();
+        for e in &report.errors {
+            tracing::error!(file = %e.file, line = ?e.line, document = ?e.document, message = %e.message, "manifest error: nothing applied");
+        }
+        if report.errors.is_empty() {
+            // Drift is judged against what Git wants now, for sets that are not partitioned or paused.
+            let mut want = self.desired.lock().unwrap_or_else(|e| e.into_inner());
+            want.clear();
+            for s in &report.sets {
+                if let Some(images) = &s.target_images {
+                    want.insert(
+                        crate::manifest::SetKey {
+                            namespace: s.namespace.clone(),
+                            name: s.name.clone(),
+                        },
+                        images.clone(),
+                    );
+                }
+            }
+        }
+        for s in &report.sets {
+            let outcome = format!("{:?}", s.outcome).to_lowercase();
+            let label: &'static str = match s.outcome {
+                Outcome::Synced => "synced",
+                Outcome::Progressing => "progressing",
+                Outcome::Paused => "paused",
+                Outcome::Refused => "refused",
+                Outcome::Failed => "failed",
+                Outcome::TimedOut => "timedout",
+                Outcome::DryRun => "dryrun",
+            };
+            m.rollouts
+                .get_or_create(&metrics::ResultLabel { result: label })
+                .inc();
+            tracing::info!(set = %format!("{}/{}", s.namespace, s.name), outcome, impact = s.impact.as_str(), message = ?s.message, commit = %report.source.sha, "set synced");
+        }
+        if report.exit_code() == 0 {
+            m.set_commit(&report.source.sha);
+            m.last_sync_timestamp.set(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0),
+            );
+        }
+    }
+}
+
+/// Turns rollout progress into Events on the set and into metrics.
+async fn publish_progress(
+    client: &Client,
+    recorder: &Recorder,
+    shared: &http::Shared,
+    p: Progress,
+) {
+    let (set, ev) = match p {
+        Progress::Started { set, pods } => (
+            set,
+            Event {
+                type_: EventType::Normal,
+                reason: "RolloutStarted".into(),
+                note: Some(format!("restarting containers in place in {pods} pod(s)")),
+                action: "HotUpdate".into(),
+                secondary: None,
+            },
+        ),
+        Progress::PodDone { .. } => {
+            shared.metrics.pods_patched.inc();
+            return;
+        }
+        Progress::Finished { set, outcome } => (
+            set,
+            Event {
+                type_: if outcome == Outcome::Synced {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                },
+                reason: if outcome == Outcome::Synced {
+                    "RolloutFinished".into()
+                } else {
+                    "RolloutFailed".into()
+                },
+                note: Some(format!("outcome {outcome:?}")),
+                action: "HotUpdate".into(),
+                secondary: None,
+            },
+        ),
+    };
+    let Some((ns, name)) = set.split_once('/') else {
+        return;
+    };
+    let api: Api<crate::model::GameServerSet> = Api::namespaced(client.clone(), ns);
+    if let Ok(g) = api.get(name).await {
+        if let Err(e) = recorder.publish(&ev, &g.object_ref(&())).await {
+            tracing::debug!(error = %e, "could not publish an event");
+        }
+    }
+}

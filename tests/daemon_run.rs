@@ -1,0 +1,690 @@
+//! `hotsync run` on the real API server with the simulated OKG and kubelet: pushed commits roll out
+//! with no further command, the webhook is authenticated, metrics and health answer, drift is
+//! reported and healed, and two replicas elect one leader that another replaces when it dies.
+
+use crate::gitrepo::TempRepo;
+use crate::harness::{self, TestEnv, CONVERGE};
+use crate::status_servers::{free_port, BareRemote, GitDaemon};
+use hmac::Mac as _;
+use hotsync::daemon::DaemonConfig;
+use hotsync::model::GameServerSet;
+use hotsync::rollout::RolloutOptions;
+use hotsync::sync::SyncOptions;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+fn manifest(ns: &str, tag: &str) -> String {
+    format!(
+        "apiVersion: game.kruise.io/v1alpha1
+kind: GameServerSet
+metadata:
+  name: minecraft
+  namespace: {ns}
+spec:
+  replicas: 3
+  updateStrategy:
+    rollingUpdate:
+      podUpdatePolicy: InPlaceIfPossible
+  gameServerTemplate:
+    spec:
+      containers:
+        - name: minecraft
+          image: registry.example.com/minecraft-demo:1.12.2
+        - name: sidecar
+          image: registry.example.com/sidecar:{tag}
+"
+    )
+}
+
+fn config(repo: &str, cache: &Path, listen: SocketAddr) -> DaemonConfig {
+    DaemonConfig {
+        sync: SyncOptions {
+            repo: repo.to_string(),
+            branch: Some("main".into()),
+            path: ".".into(),
+            load: Default::default(),
+            cache_dir: cache.to_path_buf(),
+            fetch: Default::default(),
+            rollout: RolloutOptions {
+                wait: false,
+                pod_timeout: Duration::from_secs(20),
+                ..RolloutOptions::default()
+            },
+            set_concurrency: 4,
+        },
+        branch: "main".into(),
+        interval: Duration::from_millis(300),
+        listen,
+        webhook_secret: None,
+        lease: None,
+        self_heal: false,
+        watch_local: false,
+        shutdown_grace: Duration::from_secs(2),
+    }
+}
+
+/// A daemon running in this process, stopped on drop.
+struct Daemon {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<Result<(), hotsync::daemon::DaemonError>>>,
+    addr: SocketAddr,
+}
+
+impl Daemon {
+    async fn start(env: &TestEnv, cfg: DaemonConfig) -> Daemon {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let addr = cfg.listen;
+        let client = env.client.clone();
+        let task = tokio::spawn(async move { hotsync::daemon::run(client, cfg, rx).await });
+        Daemon {
+            stop,
+            task: Some(task),
+            addr,
+        }
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let r = tokio::time::timeout(Duration::from_secs(10), t).await;
+            let r = r.unwrap_or_else(|_| panic!("the daemon did not stop within 10s of SIGTERM"));
+            r.unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|e| panic!("daemon: {}", hotsync::sync::error_chain(&e)));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// One HTTP/1.1 request on loopback; returns status and body.
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.write_all(body).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+async fn wait_http_ok(addr: SocketAddr, path: &str) {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await
+        {
+            if http(addr, "GET", path, &[], b"").await.0 == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{path} never answered 200");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sidecar_restarts(p: &Pod) -> i32 {
+    hotsync::live::container_status(p, "sidecar")
+        .map(|s| s.restart_count)
+        .unwrap_or(-1)
+}
+
+async fn all_on(env: &TestEnv, tag: &str) -> Vec<Pod> {
+    let image = format!("registry.example.com/sidecar:{tag}");
+    env.eventually(
+        &format!("every pod on sidecar {tag}, ready"),
+        CONVERGE,
+        || async {
+            let pods = env.pods("minecraft").await;
+            let done = pods.len() == 3
+                && pods.iter().all(|p| {
+                    hotsync::live::container_status(p, "sidecar")
+                        .is_some_and(|s| s.image == image && s.ready)
+                        && hotsync::live::is_ready(p)
+                });
+            if done {
+                Ok(pods)
+            } else {
+                Err(format!(
+                    "{:?}",
+                    pods.iter()
+                        .map(|p| (
+                            p.name_any(),
+                            hotsync::live::spec_image(p, "sidecar").map(str::to_string)
+                        ))
+                        .collect::<Vec<_>>()
+                ))
+            }
+        },
+    )
+    .await
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Game Ops",
+            "-c",
+            "user.email=ops@example.com",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("git: {e}"));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_pushed_commit_is_rolled_out_by_the_daemon_with_no_further_command() {
+    let env = harness::env("daemon push").await;
+    let remote = BareRemote::new();
+    let server = GitDaemon::start(&remote);
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    git(work.path(), &["clone", "-q", &server.url, "w"]);
+    let w = work.path().join("w");
+    std::fs::remove_file(w.join("set.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(w.join("minecraft.yaml"), manifest(&env.namespace, "v0.1"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    git(&w, &["add", "-A"]);
+    git(&w, &["commit", "-qm", "minecraft at v0.1"]);
+    git(&w, &["push", "-q", "origin", "main"]);
+    let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let daemon = Daemon::start(&env, config(&server.url, cache.path(), addr())).await;
+    all_on(&env, "v0.1").await;
+    std::fs::write(w.join("minecraft.yaml"), manifest(&env.namespace, "v0.2"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    git(&w, &["commit", "-qam", "bump sidecar"]);
+    let pushed = Instant::now();
+    git(&w, &["push", "-q", "origin", "main"]);
+    let first_patch = env
+        .eventually("the daemon to patch a pod", CONVERGE, || async {
+            let pods = env.pods("minecraft").await;
+            if pods.iter().any(|p| {
+                hotsync::live::spec_image(p, "sidecar") == Some("registry.example.com/sidecar:v0.2")
+            }) {
+                Ok(pushed.elapsed())
+            } else {
+                Err("no pod patched yet".to_string())
+            }
+        })
+        .await;
+    eprintln!("push to first patch through polling (interval 300ms): {first_patch:?}");
+    for p in all_on(&env, "v0.2").await {
+        assert_eq!(sidecar_restarts(&p), 1, "{}", p.name_any());
+    }
+    daemon.shutdown().await;
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn the_webhook_refuses_a_bad_signature_and_a_good_one_triggers_a_sync_at_once() {
+    let env = harness::env("daemon webhook").await;
+    let mut repo = TempRepo::new();
+    repo.write("minecraft.yaml", &manifest(&env.namespace, "v0.1"));
+    repo.commit_all("v0.1");
+    git(repo.path(), &["branch", "-M", "main"]);
+    let mut cfg = config(
+        &repo.path().display().to_string(),
+        &repo.path().join(".cache"),
+        addr(),
+    );
+    cfg.interval = Duration::from_secs(3600);
+    cfg.webhook_secret = Some("s3cret-hook".into());
+    let daemon = Daemon::start(&env, cfg).await;
+    all_on(&env, "v0.1").await;
+    wait_http_ok(daemon.addr, "/readyz").await;
+    repo.write("minecraft.yaml", &manifest(&env.namespace, "v0.2"));
+    repo.commit_all("bump");
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let bad = http(
+        daemon.addr,
+        "POST",
+        "/webhook",
+        &[
+            ("X-GitHub-Event", "push".into()),
+            ("X-Hub-Signature-256", sign("wrong", body)),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(bad.0, 401, "{bad:?}");
+    let unsigned = http(
+        daemon.addr,
+        "POST",
+        "/webhook",
+        &[("X-GitHub-Event", "push".into())],
+        body,
+    )
+    .await;
+    assert_eq!(unsigned.0, 401);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        env.pods("minecraft")
+            .await
+            .iter()
+            .all(|p| hotsync::live::spec_image(p, "sidecar")
+                == Some("registry.example.com/sidecar:v0.1")),
+        "a refused webhook must not trigger a sync"
+    );
+    let sent = Instant::now();
+    let good = http(
+        daemon.addr,
+        "POST",
+        "/webhook",
+        &[
+            ("X-GitHub-Event", "push".into()),
+            ("X-GitHub-Delivery", "d-1".into()),
+            ("X-Hub-Signature-256", sign("s3cret-hook", body)),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(good.0, 202, "{good:?}");
+    let first_patch = env
+        .eventually("the webhook's sync to patch a pod", CONVERGE, || async {
+            let pods = env.pods("minecraft").await;
+            if pods.iter().any(|p| {
+                hotsync::live::spec_image(p, "sidecar") == Some("registry.example.com/sidecar:v0.2")
+            }) {
+                Ok(sent.elapsed())
+            } else {
+                Err("no pod patched yet".to_string())
+            }
+        })
+        .await;
+    eprintln!("webhook to first patch: {first_patch:?}");
+    assert!(
+        first_patch < Duration::from_secs(5),
+        "the webhook took {first_patch:?}"
+    );
+    all_on(&env, "v0.2").await;
+    let replay = http(
+        daemon.addr,
+        "POST",
+        "/webhook",
+        &[
+            ("X-GitHub-Delivery", "d-1".into()),
+            ("X-Hub-Signature-256", sign("s3cret-hook", body)),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(replay.0, 200);
+    assert!(replay.1.contains("seen before"), "{replay:?}");
+    let bearer = http(
+        daemon.addr,
+        "POST",
+        "/webhook",
+        &[("Authorization", "Bearer s3cret-hook".into())],
+        b"{}",
+    )
+    .await;
+    assert_eq!(bearer.0, 202);
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer_as_documented() {
+    let env = harness::env("daemon metrics").await;
+    let mut repo = TempRepo::new();
+    repo.write("minecraft.yaml", &manifest(&env.namespace, "v0.1"));
+    repo.commit_all("v0.1");
+    git(repo.path(), &["branch", "-M", "main"]);
+    let daemon = Daemon::start(
+        &env,
+        config(
+            &repo.path().display().to_string(),
+            &repo.path().join(".cache"),
+            addr(),
+        ),
+    )
+    .await;
+    wait_http_ok(daemon.addr, "/healthz").await;
+    all_on(&env, "v0.1").await;
+    wait_http_ok(daemon.addr, "/readyz").await;
+    repo.write("minecraft.yaml", &manifest(&env.namespace, "v0.2"));
+    let commit = repo.commit_all("v0.2");
+    all_on(&env, "v0.2").await;
+    let metrics = env
+        .eventually("the synced commit in /metrics", CONVERGE, || async {
+            let (code, body) = http(daemon.addr, "GET", "/metrics", &[], b"").await;
+            if code == 200
+                && body.contains(&format!(
+                    "hotsync_last_synced_commit_info{{commit=\"{commit}\"}} 1"
+                ))
+            {
+                Ok(body)
+            } else {
+                Err(body)
+            }
+        })
+        .await;
+    for name in [
+        "hotsync_syncs_total{result=\"ok\"}",
+        "hotsync_rollouts_total{result=\"synced\"}",
+        "hotsync_pods_patched_total 3",
+        "hotsync_sync_duration_seconds_bucket",
+        "hotsync_last_sync_timestamp_seconds",
+        "hotsync_polls_total",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
+    }
+    assert_eq!(http(daemon.addr, "GET", "/nope", &[], b"").await.0, 404);
+    assert_eq!(
+        http(daemon.addr, "POST", "/webhook", &[], b"{}").await.0,
+        404,
+        "no secret: no webhook"
+    );
+    daemon.shutdown().await;
+}
+
+async fn drift_case(heal: bool) {
+    let env = harness::env(if heal {
+        "drift healed"
+    } else {
+        "drift reported"
+    })
+    .await;
+    let mut repo = TempRepo::new();
+    repo.write("minecraft.yaml", &manifest(&env.namespace, "v0.1"));
+    repo.commit_all("v0.1");
+    git(repo.path(), &["branch", "-M", "main"]);
+    let mut cfg = config(
+        &repo.path().display().to_string(),
+        &repo.path().join(".cache"),
+        addr(),
+    );
+    cfg.self_heal = heal;
+    let daemon = Daemon::start(&env, cfg).await;
+    all_on(&env, "v0.1").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args([
+            "-n",
+            &env.namespace,
+            "set",
+            "image",
+            "pod/minecraft-1",
+            "sidecar=registry.example.com/sidecar:hacked",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("kubectl: {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.eventually("a Drift event on the set", CONVERGE, || async {
+        let events: kube::Api<k8s_openapi::api::events::v1::Event> = env.api();
+        let list = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        if list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("Drift")
+                && e.note.as_deref().is_some_and(|n| n.contains("minecraft-1"))
+        }) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{:?}",
+                list.items
+                    .iter()
+                    .map(|e| (e.reason.clone(), e.note.clone()))
+                    .collect::<Vec<_>>()
+            ))
+        }
+    })
+    .await;
+    let (_, metrics) = http(daemon.addr, "GET", "/metrics", &[], b"").await;
+    assert!(
+        metrics.contains("hotsync_drift_detected_total 1")
+            || metrics.contains("hotsync_drift_detected_total 2"),
+        "{metrics}"
+    );
+    if heal {
+        let pods = all_on(&env, "v0.1").await;
+        let healed = pods
+            .iter()
+            .find(|p| p.name_any() == "minecraft-1")
+            .unwrap_or_else(|| panic!("minecraft-1"));
+        assert_eq!(
+            sidecar_restarts(healed),
+            2,
+            "one restart for the hack, one for the heal"
+        );
+    } else {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let pods = env.pods("minecraft").await;
+        let p = pods
+            .iter()
+            .find(|p| p.name_any() == "minecraft-1")
+            .unwrap_or_else(|| panic!("minecraft-1"));
+        assert_eq!(
+            hotsync::live::spec_image(p, "sidecar"),
+            Some("registry.example.com/sidecar:hacked"),
+            "reported, not healed"
+        );
+    }
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_out_of_band_image_change_is_reported_and_left_without_self_heal() {
+    drift_case(false).await;
+}
+
+#[tokio::test]
+async fn an_out_of_band_image_change_is_healed_in_place_with_self_heal() {
+    drift_case(true).await;
+}
+
+/// A child process killed when the test ends, even by a panic, so that none outlives the test binary.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `hotsync run` as a process, with leader election in the test namespace.
+fn daemon_process(env: &TestEnv, repo: &Path, identity: &str, log: &Path) -> Reaped {
+    let logfile = std::fs::File::create(log).unwrap_or_else(|e| panic!("{e}"));
+    Command::new(env!("CARGO_BIN_EXE_hotsync"))
+        .args(["run", "--repo"])
+        .arg(repo)
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args([
+            "--branch",
+            "main",
+            "--interval",
+            "300ms",
+            "--lease-duration",
+            "3s",
+            "--pod-timeout",
+            "30s",
+        ])
+        .args(["--lease-namespace", &env.namespace, "--identity", identity])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(logfile)
+        .spawn()
+        .map(Reaped)
+        .unwrap_or_else(|e| panic!("hotsync run: {e}"))
+}
+
+#[tokio::test]
+async fn of_two_daemons_one_leads_and_the_other_finishes_the_rollout_when_it_is_killed() {
+    let env = harness::env("daemon leader").await;
+    let mut repo = TempRepo::new();
+    let text = |tag: &str| {
+        manifest(&env.namespace, tag)
+            .replace("replicas: 3", "replicas: 6")
+            .replace(
+                "podUpdatePolicy: InPlaceIfPossible",
+                "podUpdatePolicy: InPlaceIfPossible\n      maxUnavailable: 1",
+            )
+    };
+    repo.write("minecraft.yaml", &text("v0.1"));
+    repo.commit_all("v0.1");
+    git(repo.path(), &["branch", "-M", "main"]);
+    let logs = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut a = daemon_process(&env, repo.path(), "replica-a", &logs.path().join("a.log"));
+    let mut b = daemon_process(&env, repo.path(), "replica-b", &logs.path().join("b.log"));
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> = env.api();
+    let leader = env
+        .eventually("a leader", CONVERGE, || async {
+            match leases.get_opt("hotsync").await {
+                Ok(Some(l)) => l
+                    .spec
+                    .and_then(|s| s.holder_identity)
+                    .ok_or_else(|| "no holder".to_string()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    env.eventually("6 pods at v0.1", CONVERGE, || async {
+        let pods = env.pods("minecraft").await;
+        if pods.len() == 6 && pods.iter().all(hotsync::live::is_ready) {
+            Ok(())
+        } else {
+            Err(format!("{} pods", pods.len()))
+        }
+    })
+    .await;
+    let uids: Vec<String> = env
+        .pods("minecraft")
+        .await
+        .iter()
+        .map(|p| p.uid().unwrap_or_default())
+        .collect();
+    repo.write("minecraft.yaml", &text("v0.2"));
+    repo.commit_all("bump");
+    env.eventually("the leader to patch two pods", CONVERGE, || async {
+        let n = env
+            .pods("minecraft")
+            .await
+            .iter()
+            .filter(|p| {
+                hotsync::live::spec_image(p, "sidecar") == Some("registry.example.com/sidecar:v0.2")
+            })
+            .count();
+        if n >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{n}"))
+        }
+    })
+    .await;
+    let (killed, _survivor, survivor_log) = if leader == "replica-a" {
+        (&mut a, &mut b, "b.log")
+    } else {
+        (&mut b, &mut a, "a.log")
+    };
+    let follower_log = std::fs::read_to_string(logs.path().join(survivor_log)).unwrap_or_default();
+    assert!(
+        !follower_log.contains("set synced"),
+        "the follower wrote while the leader lived:\n{follower_log}"
+    );
+    killed.0.kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = killed.0.wait();
+    let pods = env
+        .eventually("the survivor to finish the rollout", CONVERGE, || async {
+            let pods = env.pods("minecraft").await;
+            let done = pods.len() == 6
+                && pods.iter().all(|p| {
+                    hotsync::live::container_status(p, "sidecar")
+                        .is_some_and(|s| s.image == "registry.example.com/sidecar:v0.2" && s.ready)
+                });
+            if done {
+                Ok(pods)
+            } else {
+                Err("not yet".to_string())
+            }
+        })
+        .await;
+    assert_eq!(
+        pods.iter()
+            .map(|p| p.uid().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        uids,
+        "no pod recreated"
+    );
+    for p in &pods {
+        assert_eq!(sidecar_restarts(p), 1, "{} restarted twice", p.name_any());
+    }
+    env.eventually("the survivor to release the hold", CONVERGE, || async {
+        let gss: GameServerSet = env
+            .api()
+            .get("minecraft")
+            .await
+            .map_err(|e| e.to_string())?;
+        if gss
+            .annotations()
+            .contains_key(hotsync::rollout::ANNOTATION_HOLD)
+        {
+            Err("held".to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+}
