@@ -1,6 +1,8 @@
 //! hotsync: keeps OpenKruiseGame GameServerSets in step with a Git repository, and rolls sidecar image bumps
 //! out as in-place container restarts.
 
+/// `hotsync run`: triggers, leader election, drift, metrics and health.
+pub mod daemon;
 /// Semantic diff of two sets and the classification of each change.
 pub mod diff;
 /// The live side of a set: its objects in the cluster and what a pod shows.
@@ -19,5 +21,7 @@ pub mod rollout;
 pub mod sim;
 /// The Git side: repositories, revisions, manifest files at a commit.
 pub mod source;
+/// Rollout status written back to Git: one YAML file per set, committed and pushed to a status branch.
+pub mod status;
 /// One sync of Git to the cluster, and its report.
 pub mod sync;

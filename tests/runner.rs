@@ -1,7 +1,15 @@
 //! All integration tests, built into one binary (one link, one API server for the whole run).
 
+mod daemon_run;
+mod deploy_manifests;
 mod formatting_props;
 mod gitrepo;
+mod harness;
 mod plan_cases;
 mod plan_cli;
+mod sim_cluster;
+mod sim_fidelity;
+mod status_git;
+mod status_servers;
+mod sync_rollout;
 mod upstream_examples;

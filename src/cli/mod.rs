@@ -1,6 +1,8 @@
 //! Argument parsing and wiring: one file per subcommand, one `match` to dispatch.
 
+mod demo;
 mod plan;
+mod run;
 mod sim;
 mod sync;
 mod validate;
@@ -19,7 +21,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    Demo(demo::DemoArgs),
     Plan(plan::PlanArgs),
+    Run(run::RunArgs),
     Sync(sync::SyncArgs),
     Validate(validate::ValidateArgs),
     Sim(sim::SimArgs),
@@ -115,7 +119,9 @@ pub enum Output {
 /// Runs a command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Run(args) => run::run(args),
         Command::Sync(args) => sync::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Sim(args) => sim::run(args),
