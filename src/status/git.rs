@@ -333,7 +333,11 @@ impl StatusWriter {
         let Some(commit) = self.commit_on(repo, tip, files, message)? else {
             return Ok(None);
         };
-        self.push(repo, commit)?;
+        if let Some(target) = self.local_work_tree() {
+            self.update_local(&target, commit, tip)?;
+        } else {
+            self.push(repo, commit)?;
+        }
         Ok(Some(commit.to_string()))
     }
 
@@ -463,6 +467,67 @@ impl StatusWriter {
         repo.reference(PENDING_REF, oid, true, "hotsync status commit")
             .map_err(|e| fatal(PENDING_REF, e))?;
         Ok(Some(oid))
+    }
+
+    /// A local repository with a work tree: libgit2 cannot push into one, so the commit is fetched into
+    /// it and its branch moved with a compare-and-swap, which fails like a rejected push when someone
+    /// moved the branch meanwhile.
+    fn local_work_tree(&self) -> Option<Repository> {
+        if self.remote.scheme != Scheme::Local {
+            return None;
+        }
+        let path = self.url.strip_prefix("file://").unwrap_or(&self.url);
+        Repository::open(path).ok().filter(|r| !r.is_bare())
+    }
+
+    fn update_local(
+        &self,
+        target: &Repository,
+        commit: Oid,
+        expected: Option<Oid>,
+    ) -> Result<(), RoundError> {
+        let branch = self.branch();
+        let refname = format!("refs/heads/{branch}");
+        let push_err = |source| StatusError::Push {
+            url: self.display_url.clone(),
+            branch: branch.to_string(),
+            source,
+        };
+        if target
+            .head()
+            .ok()
+            .and_then(|h| h.name().ok().map(str::to_string))
+            .as_deref()
+            == Some(refname.as_str())
+        {
+            return Err(RoundError::Fatal(StatusError::Config {
+                reason: format!(
+                    "{branch} is checked out in the work tree of {}: hotsync does not move a checked-out branch; use a status branch or a bare remote",
+                    self.display_url
+                ),
+            }));
+        }
+        let cache = self.local_path.display().to_string();
+        let mut remote = target
+            .remote_anonymous(&cache)
+            .map_err(|e| RoundError::Fatal(push_err(self.git_err(&e))))?;
+        let incoming = format!("+{PENDING_REF}:refs/hotsync/incoming");
+        remote
+            .fetch(&[incoming.as_str()], None, None)
+            .map_err(|e| RoundError::Fatal(push_err(self.git_err(&e))))?;
+        let result = match expected {
+            Some(old) => target.reference_matching(&refname, commit, true, old, "hotsync status"),
+            None => target.reference(&refname, commit, false, "hotsync status"),
+        };
+        let _ = target
+            .find_reference("refs/hotsync/incoming")
+            .and_then(|mut r| r.delete());
+        result.map(|_| ()).map_err(|e| {
+            RoundError::Retry(
+                "the branch moved since the fetch".to_string(),
+                push_err(self.git_err(&e)),
+            )
+        })
     }
 
     /// Pushes the pending commit to the branch, without force.

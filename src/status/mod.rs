@@ -14,6 +14,7 @@ pub mod auth;
 pub mod git;
 pub mod known_hosts;
 pub mod render;
+pub mod report;
 
 pub use auth::GitAuth;
 pub use git::{hotsync_source, is_hotsync_commit, StatusConfig, StatusWriter, SOURCE_TRAILER};
