@@ -130,7 +130,9 @@ pub fn normalise(gss: &GameServerSet) -> Value {
         .get_or_insert_with(|| "General".to_string());
     let spec = serde_json::to_value(&g.spec).unwrap_or(Value::Null);
     let meta = serde_json::json!({
-        "labels": g.metadata.labels,
+        "labels": g.metadata.labels.map(|l| l.into_iter()
+            .filter(|(k, _)| !k.starts_with("hotsync.dev/"))
+            .collect::<std::collections::BTreeMap<_, _>>()),
         "annotations": g.metadata.annotations.map(|a| a.into_iter()
             .filter(|(k, _)| !is_tool_annotation(k))
             .collect::<std::collections::BTreeMap<_, _>>()),

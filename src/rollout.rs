@@ -155,9 +155,12 @@ pub struct SetOutcome {
     pub message: Option<String>,
     pub pods: Vec<PodResult>,
     pub warnings: Vec<String>,
-    /// The images Git wants, when drift can be judged (not for partitioned or paused sets).
+    /// The images Git wants for the set's containers.
     #[serde(skip)]
-    pub target_images: Option<Vec<(String, String)>>,
+    pub target_images: Vec<(String, String)>,
+    /// Whether drift is judged for this set (not while partitioned or paused in Git).
+    #[serde(skip)]
+    pub judge_drift: bool,
 }
 
 /// Progress of a rollout, for a terminal or a log.
@@ -225,14 +228,13 @@ pub async fn sync_set(
         message: None,
         pods: Vec::new(),
         warnings: diff.warnings.clone(),
-        target_images: None,
+        target_images: want.container_images(),
+        judge_drift: false,
     };
     out.warnings.extend(live::image_overrides(&live));
     let in_place = policy_is_in_place(Some(want.pod_update_policy()));
     let git_paused = want.rolling_update().paused == Some(true);
-    if !git_paused && want.rolling_update().partition.unwrap_or(0) == 0 {
-        out.target_images = Some(want.container_images());
-    }
+    out.judge_drift = !git_paused && want.rolling_update().partition.unwrap_or(0) == 0;
 
     if diff.impact == Impact::Recreate && !opts.allow_recreate {
         let fields: Vec<&str> = diff
@@ -303,7 +305,7 @@ pub async fn sync_set(
             }
             Err(e) => return Err(e),
         }
-    } else if diff.impact == Impact::NoChange {
+    } else if okg_rollout_done(&ctx, &want).await? {
         Outcome::Synced
     } else {
         Outcome::Progressing
@@ -435,38 +437,43 @@ async fn wait_propagated(
     }
 }
 
-/// Waits until OKG's own rollout (recreate, scale, create) is done: every pod updated and ready.
-async fn wait_okg_rollout(ctx: &Ctx<'_>, want: &GameServerSet) -> Result<(), ClusterError> {
+/// Is OKG's own rollout (recreate, scale, create) done: every pod updated and ready?
+async fn okg_rollout_done(ctx: &Ctx<'_>, want: &GameServerSet) -> Result<bool, ClusterError> {
     let api = Api::<AdvancedStatefulSet>::namespaced(ctx.client.clone(), &ctx.ns);
     let gss_api = Api::<GameServerSet>::namespaced(ctx.client.clone(), &ctx.ns);
-    let deadline = Instant::now() + ctx.opts.wait_timeout;
     let partition = want.rolling_update().partition.unwrap_or(0);
+    let gss = gss_api
+        .get_opt(&ctx.name)
+        .await
+        .map_err(|e| ClusterError::api("get", format!("gameserverset {}", ctx.key()), e))?;
+    let asts = api.get_opt(&ctx.name).await.map_err(|e| {
+        ClusterError::api(
+            "get",
+            format!("statefulset.apps.kruise.io {}", ctx.key()),
+            e,
+        )
+    })?;
+    let (Some(g), Some(a)) = (gss, asts) else {
+        return Ok(false);
+    };
+    let replicas = g.spec.replicas.unwrap_or(0);
+    let s = a.status.clone().unwrap_or_default();
+    let observed = s.observed_generation >= a.metadata.generation;
+    let gss_observed =
+        g.status.as_ref().and_then(|s| s.observed_generation) >= g.metadata.generation;
+    Ok(observed
+        && gss_observed
+        && s.replicas == replicas
+        && s.ready_replicas == replicas
+        && s.updated_ready_replicas >= (replicas - partition).max(0))
+}
+
+/// Waits until OKG's own rollout is done, at most `--timeout`.
+async fn wait_okg_rollout(ctx: &Ctx<'_>, want: &GameServerSet) -> Result<(), ClusterError> {
+    let deadline = Instant::now() + ctx.opts.wait_timeout;
     loop {
-        let gss = gss_api
-            .get_opt(&ctx.name)
-            .await
-            .map_err(|e| ClusterError::api("get", format!("gameserverset {}", ctx.key()), e))?;
-        let asts = api.get_opt(&ctx.name).await.map_err(|e| {
-            ClusterError::api(
-                "get",
-                format!("statefulset.apps.kruise.io {}", ctx.key()),
-                e,
-            )
-        })?;
-        if let (Some(g), Some(a)) = (gss, asts) {
-            let replicas = g.spec.replicas.unwrap_or(0);
-            let s = a.status.clone().unwrap_or_default();
-            let observed = s.observed_generation >= a.metadata.generation;
-            let gss_observed =
-                g.status.as_ref().and_then(|s| s.observed_generation) >= g.metadata.generation;
-            if observed
-                && gss_observed
-                && s.replicas == replicas
-                && s.ready_replicas == replicas
-                && s.updated_ready_replicas >= (replicas - partition).max(0)
-            {
-                return Ok(());
-            }
+        if okg_rollout_done(ctx, want).await? {
+            return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(ClusterError::Timeout {

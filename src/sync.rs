@@ -155,7 +155,8 @@ pub async fn sync(
                         message: Some(error_chain(&e)),
                         pods: Vec::new(),
                         warnings: Vec::new(),
-                        target_images: None,
+                        target_images: desired.gss.container_images(),
+                        judge_drift: false,
                     }
                 }
             }
