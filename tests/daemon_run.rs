@@ -65,6 +65,7 @@ fn config(repo: &str, cache: &Path, listen: SocketAddr) -> DaemonConfig {
         self_heal: false,
         watch_local: false,
         shutdown_grace: Duration::from_secs(2),
+        status: None,
     }
 }
 

@@ -466,7 +466,7 @@ fn every_yaml_file_under_deploy_parses_and_the_deployment_is_hardened() {
             ("game.kruise.io/gameservers", &["get", "list", "watch"]),
             ("apps.kruise.io/statefulsets", &["get", "list", "watch"]),
             ("/pods", &["get", "list", "watch", "patch"]),
-            ("/events", &["create", "patch"]),
+            ("events.k8s.io/events", &["create", "patch"]),
         ])
     );
     let role: Role = object("role.yaml");
@@ -782,6 +782,81 @@ async fn hot_update_with_the_cluster_role(env: &TestEnv, limited: &kube::Client)
             Some("registry.example.com/sidecar:v0.2")
         );
     }
+
+    // The daemon with the same rights, plus deploy/role.yaml's lease rights in its namespace, elects
+    // itself leader and rolls the next bump out.
+    let mut lease_role: Role = object("role.yaml");
+    lease_role.metadata.namespace = Some(env.namespace.clone());
+    let lease_binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "hotsync-leader-election", "namespace": env.namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": lease_role.metadata.name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "hotsync-limited"}],
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let pp = PostParams::default();
+    env.api::<Role>()
+        .create(&pp, &lease_role)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    env.api::<RoleBinding>()
+        .create(&pp, &lease_binding)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut opts = sync_options(&repo);
+    opts.rollout.wait = false;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = hotsync::daemon::DaemonConfig {
+        sync: opts,
+        branch: "main".into(),
+        interval: Duration::from_millis(300),
+        listen: port,
+        webhook_secret: None,
+        lease: Some(hotsync::daemon::lease::LeaseConfig {
+            name: "hotsync".into(),
+            namespace: env.namespace.clone(),
+            identity: "deploy-test".into(),
+            duration: Duration::from_secs(5),
+        }),
+        self_heal: false,
+        watch_local: false,
+        shutdown_grace: Duration::from_secs(2),
+        status: None,
+    };
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let daemon = tokio::spawn(hotsync::daemon::run(limited.clone(), cfg, rx));
+    repo.write("sets/minecraft.yaml", &set_manifest(&env.namespace, "v0.3"));
+    repo.commit_all("bump sidecar to v0.3");
+    env.eventually("the daemon to roll v0.3 out", CONVERGE, || async {
+        let pods = env.pods("minecraft").await;
+        let done = pods.len() == 2
+            && pods.iter().all(|p| {
+                hotsync::live::container_status(p, "sidecar").is_some_and(|s| {
+                    s.image == "registry.example.com/sidecar:v0.3"
+                        && s.ready
+                        && s.restart_count == 2
+                })
+            });
+        if done {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    })
+    .await;
+    let _ = stop.send(true);
+    let stopped = tokio::time::timeout(Duration::from_secs(10), daemon)
+        .await
+        .unwrap_or_else(|_| panic!("the daemon did not stop"));
+    stopped
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| {
+            panic!(
+                "the daemon failed with the ClusterRole's rights: {}",
+                hotsync::sync::error_chain(&e)
+            )
+        });
 }
 
 #[tokio::test]

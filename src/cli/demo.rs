@@ -1,7 +1,7 @@
 use super::sync::render_text;
 use anyhow::Context as _;
 use clap::Args;
-use hotsync::model::{GameServer, LABEL_OWNER_GSS};
+use hotsync::model::{GameServer, GameServerSet, LABEL_OWNER_GSS};
 use hotsync::rollout::RolloutOptions;
 use hotsync::sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
 use hotsync::sync::SyncOptions;
@@ -115,13 +115,47 @@ async fn demo(args: DemoArgs) -> anyhow::Result<i32> {
         },
         set_concurrency: 4,
     };
+    let writer = std::sync::Arc::new(hotsync::status::StatusWriter::new(
+        &repo.display().to_string(),
+        &scratch.path().join(".cache/status"),
+        hotsync::status::GitAuth::None,
+        hotsync::status::StatusConfig::default(),
+    )?);
     heading("hotsync sync: the sets from Git, created");
     let report = hotsync::sync::sync(&client, &opts, None).await?;
     print!("{}", render_text(&report));
+    hotsync::status::report::write(writer.clone(), &client, "local", &report).await?;
     let before = tables(&client).await?;
     print!("{before}");
 
-    heading("An operator bumps the minecraft sidecar in Git: v0.1 -> v0.2");
+    heading("hotsync run: the daemon watches the repository");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let daemon_cfg = hotsync::daemon::DaemonConfig {
+        sync: SyncOptions {
+            branch: Some("main".into()),
+            rollout: RolloutOptions {
+                wait: false,
+                ..opts.rollout.clone()
+            },
+            ..opts.clone()
+        },
+        branch: "main".into(),
+        interval: Duration::from_secs(2),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        webhook_secret: None,
+        lease: None,
+        self_heal: false,
+        watch_local: true,
+        shutdown_grace: Duration::from_secs(5),
+        status: Some(hotsync::daemon::StatusSink {
+            writer: writer.clone(),
+            cluster: "local".into(),
+        }),
+    };
+    let daemon = tokio::spawn(hotsync::daemon::run(client.clone(), daemon_cfg, stop_rx));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    heading("An operator commits the minecraft sidecar bump: v0.1 -> v0.2");
     let file = repo.join("gameservers/minecraft.yaml");
     let text = std::fs::read_to_string(&file)?.replace("sidecar:v0.1", "sidecar:v0.2");
     std::fs::write(&file, text)?;
@@ -134,13 +168,65 @@ async fn demo(args: DemoArgs) -> anyhow::Result<i32> {
     };
     print!("{}", plan.to_text(false));
 
-    heading("hotsync sync: the sidecars restart in place, one pod at a time");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let report = hotsync::sync::sync(&client, &opts, None).await?;
-    print!("{}", render_text(&report));
+    heading("The daemon picks the commit up and restarts the sidecars in place, one pod at a time");
+    let started = std::time::Instant::now();
+    loop {
+        let pods: Vec<Pod> = Api::<Pod>::namespaced(client.clone(), "default")
+            .list(&ListParams::default().labels(&format!("{LABEL_OWNER_GSS}=minecraft")))
+            .await?
+            .items;
+        let done = pods.len() == 3
+            && pods.iter().all(|p| {
+                hotsync::live::container_status(p, "sidecar")
+                    .is_some_and(|s| s.image.ends_with("sidecar:v0.2") && s.ready)
+            });
+        let gss: GameServerSet = Api::namespaced(client.clone(), "default")
+            .get("minecraft")
+            .await?;
+        let held = gss
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(hotsync::rollout::ANNOTATION_HOLD));
+        if done && !held {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "the daemon did not finish the rollout in 2 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "rolled out {:.1}s after the commit",
+        started.elapsed().as_secs_f64()
+    );
+    // Let the daemon write the status of the finished rollout, then stop it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = stop_tx.send(true);
+    daemon.await??;
     let after = tables(&client).await?;
     heading("After: same pods, same age; RESTARTS 1 (the sidecar); the engine never stopped");
     print!("{after}");
+
+    heading("The status hotsync committed back to Git (branch hotsync-status)");
+    print!(
+        "{}",
+        git(
+            repo,
+            &[
+                "--no-pager",
+                "log",
+                "-1",
+                "-p",
+                "--format=commit %h%n%n    %s%n%n    %b",
+                "hotsync-status",
+                "--",
+                "status/local/default/minecraft.yaml"
+            ]
+        )?
+    );
+    let exit = report.exit_code();
 
     if args.keep {
         println!(
@@ -152,7 +238,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<i32> {
     }
     sim.shutdown().await?;
     cluster.stop()?;
-    Ok(report.exit_code())
+    Ok(exit)
 }
 
 fn age(ts: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> String {

@@ -4,6 +4,7 @@ mod demo;
 mod plan;
 mod run;
 mod sim;
+mod status;
 mod sync;
 mod validate;
 

@@ -21,6 +21,10 @@ pub struct RunArgs {
     pub kube: KubeArgs,
     #[command(flatten)]
     pub rollout: RolloutArgs,
+    #[command(flatten)]
+    pub auth: super::status::GitAuthArgs,
+    #[command(flatten)]
+    pub status: super::status::StatusArgs,
     /// How often to ask the remote for the branch's tip (one ref negotiation when nothing changed).
     #[arg(long, default_value = "30s", value_parser = super::sync::parse_duration, env = "HOTSYNC_INTERVAL")]
     pub interval: Duration,
@@ -93,8 +97,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut rollout = args.rollout.clone();
     // The daemon never blocks on OKG's own rollouts: it reports them as progressing and looks again.
     rollout.wait = false;
+    let mut sync = sync_options(&args.source, Some(args.branch.clone()), &rollout);
+    sync.fetch = args.auth.fetch_options()?;
+    let status = args
+        .status
+        .writer(
+            &args.source.repo,
+            &args.branch,
+            &args.source.cache_root(),
+            args.auth.auth()?,
+        )?
+        .map(|writer| hotsync::daemon::StatusSink {
+            writer,
+            cluster: args
+                .status
+                .cluster_name
+                .clone()
+                .unwrap_or_else(|| super::status::context_name(&args.kube)),
+        });
     let cfg = DaemonConfig {
-        sync: sync_options(&args.source, Some(args.branch.clone()), &rollout),
+        sync,
         branch: args.branch.clone(),
         interval: args.interval,
         listen: args.listen,
@@ -108,6 +130,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         self_heal: args.self_heal,
         watch_local: true,
         shutdown_grace: Duration::from_secs(5),
+        status,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

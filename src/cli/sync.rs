@@ -24,6 +24,10 @@ pub struct SyncArgs {
     pub kube: KubeArgs,
     #[command(flatten)]
     pub rollout: RolloutArgs,
+    #[command(flatten)]
+    pub auth: super::status::GitAuthArgs,
+    #[command(flatten)]
+    pub status: super::status::StatusArgs,
     /// Output: text lines (with progress bars on a terminal), or a JSON summary.
     #[arg(short = 'o', long, value_enum, default_value_t = SyncOutput::Text)]
     pub output: SyncOutput,
@@ -122,7 +126,24 @@ pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let client = args.kube.client().await?;
-        let opts = sync_options(&args.source, args.branch.clone(), &args.rollout);
+        let mut opts = sync_options(&args.source, args.branch.clone(), &args.rollout);
+        opts.fetch = args.auth.fetch_options()?;
+        let tracked = args.branch.clone().unwrap_or_else(|| "main".to_string());
+        let writer = if args.rollout.dry_run {
+            None
+        } else {
+            args.status.writer(
+                &args.source.repo,
+                &tracked,
+                &args.source.cache_root(),
+                args.auth.auth()?,
+            )?
+        };
+        let cluster = args
+            .status
+            .cluster_name
+            .clone()
+            .unwrap_or_else(|| super::status::context_name(&args.kube));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let printer = tokio::spawn(print_progress(rx, std::io::stderr().is_terminal()));
         let overall = args.rollout.timeout + Duration::from_secs(30);
@@ -140,6 +161,22 @@ pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
         match args.output {
             SyncOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
             SyncOutput::Text => print!("{}", render_text(&report)),
+        }
+        // Status is written also when the rollout failed; a failure to write it is reported, and the
+        // exit code stays the rollout's.
+        if let Some(w) = writer {
+            match hotsync::status::report::write(w, &client, &cluster, &report).await {
+                Ok(Some(c)) => eprintln!(
+                    "status: committed {} to {}",
+                    &c[..c.len().min(12)],
+                    args.status.status_branch
+                ),
+                Ok(None) => eprintln!("status: unchanged"),
+                Err(e) => eprintln!(
+                    "warning: status not written: {}",
+                    hotsync::sync::error_chain(&e)
+                ),
+            }
         }
         Ok(report.exit_code())
     })

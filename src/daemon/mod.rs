@@ -39,6 +39,23 @@ pub struct DaemonConfig {
     pub watch_local: bool,
     /// How long a sync in flight may finish after SIGTERM before it is dropped between two writes.
     pub shutdown_grace: Duration,
+    /// Where each sync's outcome is written back; `None`: nowhere.
+    pub status: Option<StatusSink>,
+}
+
+/// The status writer and the cluster's name in status paths.
+#[derive(Clone)]
+pub struct StatusSink {
+    pub writer: Arc<crate::status::StatusWriter>,
+    pub cluster: String,
+}
+
+impl std::fmt::Debug for StatusSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusSink")
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why the daemon stopped.
@@ -432,12 +449,45 @@ impl SyncLoop {
         match result {
             Ok(report) => {
                 self.record(&report);
+                if let Some(sink) = &self.cfg.status {
+                    // Written after every sync that ran; the writer commits only when a file changed,
+                    // that is on a change of phase or of a pod's state.
+                    match crate::status::report::write(
+                        sink.writer.clone(),
+                        &self.client,
+                        &sink.cluster,
+                        &report,
+                    )
+                    .await
+                    {
+                        Ok(Some(commit)) => tracing::info!(%commit, "status committed"),
+                        Ok(None) => {}
+                        Err(e) => {
+                            m.failures
+                                .get_or_create(&metrics::CategoryLabel {
+                                    category: e.category(),
+                                })
+                                .inc();
+                            tracing::warn!(category = e.category(), error = %crate::sync::error_chain(&e), "status not written");
+                        }
+                    }
+                }
                 // Retry (with backoff) only what a retry can mend: a failed or timed-out rollout. OKG's own
                 // rollouts in progress, refusals and manifest errors wait for the next commit.
                 let ok = !report
                     .sets
                     .iter()
                     .any(|s| matches!(s.outcome, Outcome::Failed | Outcome::TimedOut));
+                if ok
+                    && report
+                        .sets
+                        .iter()
+                        .any(|s| s.outcome == Outcome::Progressing)
+                {
+                    // OKG is still rolling a set out: look again at the next poll (no backoff), so that
+                    // its status turns Synced once the pods are ready.
+                    self.force.store(true, Ordering::SeqCst);
+                }
                 self.shared.ready.store(true, Ordering::SeqCst);
                 ok
             }
@@ -475,16 +525,14 @@ impl SyncLoop {
             // Drift is judged against what Git wants now, for sets that are not partitioned or paused.
             let mut want = self.desired.lock().unwrap_or_else(|e| e.into_inner());
             want.clear();
-            for s in &report.sets {
-                if let Some(images) = &s.target_images {
-                    want.insert(
-                        crate::manifest::SetKey {
-                            namespace: s.namespace.clone(),
-                            name: s.name.clone(),
-                        },
-                        images.clone(),
-                    );
-                }
+            for s in report.sets.iter().filter(|s| s.judge_drift) {
+                want.insert(
+                    crate::manifest::SetKey {
+                        namespace: s.namespace.clone(),
+                        name: s.name.clone(),
+                    },
+                    s.target_images.clone(),
+                );
             }
         }
         for s in &report.sets {
