@@ -564,6 +564,8 @@ fn daemon_process(env: &TestEnv, repo: &Path, identity: &str, log: &Path) -> Rea
         ])
         .args(["--lease-namespace", &env.namespace, "--identity", identity])
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--no-status", "--cache-dir"])
+        .arg(log.with_extension("cache"))
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
         .stderr(logfile)
@@ -648,19 +650,30 @@ async fn of_two_daemons_one_leads_and_the_other_finishes_the_rollout_when_it_is_
     killed.0.kill().unwrap_or_else(|e| panic!("{e}"));
     let _ = killed.0.wait();
     let pods = env
-        .eventually("the survivor to finish the rollout", CONVERGE, || async {
-            let pods = env.pods("minecraft").await;
-            let done = pods.len() == 6
-                && pods.iter().all(|p| {
-                    hotsync::live::container_status(p, "sidecar")
-                        .is_some_and(|s| s.image == "registry.example.com/sidecar:v0.2" && s.ready)
-                });
-            if done {
-                Ok(pods)
-            } else {
-                Err("not yet".to_string())
-            }
-        })
+        .eventually(
+            "the survivor to finish the rollout",
+            2 * CONVERGE,
+            || async {
+                let pods = env.pods("minecraft").await;
+                let done = pods.len() == 6
+                    && pods.iter().all(|p| {
+                        hotsync::live::container_status(p, "sidecar").is_some_and(|s| {
+                            s.image == "registry.example.com/sidecar:v0.2" && s.ready
+                        })
+                    });
+                if done {
+                    Ok(pods)
+                } else {
+                    let log =
+                        std::fs::read_to_string(logs.path().join(survivor_log)).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(12).collect();
+                    Err(format!(
+                        "survivor's last log lines, newest first:\n{}",
+                        tail.join("\n")
+                    ))
+                }
+            },
+        )
         .await;
     assert_eq!(
         pods.iter()

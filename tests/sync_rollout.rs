@@ -607,30 +607,6 @@ async fn sync_killed_mid_rollout_and_run_again_finishes_without_restarting_a_pod
     assert!(gss.annotations().get(ANNOTATION_HOLD).is_none());
 }
 
-/// A token of the local cluster, from the `env` file its start script wrote beside the kubeconfig.
-fn token(env: &TestEnv, key: &str) -> String {
-    let file = env.kubeconfig.with_file_name("env");
-    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    text.lines()
-        .filter_map(|l| l.trim_start_matches("export ").split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.trim_matches(['"', '\'']).to_string())
-        .unwrap_or_else(|| panic!("{key} not in {}", file.display()))
-}
-
-/// A client of the local API server that authenticates with `token`.
-async fn client_with_token(env: &TestEnv, token: String) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(&env.kubeconfig).unwrap_or_else(|e| panic!("{e}"));
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    cfg.auth_info = kube::config::AuthInfo {
-        token: Some(token.into()),
-        ..Default::default()
-    };
-    kube::Client::try_from(cfg).unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// Grants `user` in the test namespace the rights hotsync's ClusterRole gives, optionally without
 /// patching pods.
 async fn grant(env: &TestEnv, user: &str, pod_patch: bool) {
@@ -671,7 +647,7 @@ async fn a_token_with_only_the_rights_hotsync_needs_completes_a_hot_update() {
     let env = harness::env("least privilege").await;
     let mut repo = started(&env, 2, "").await;
     grant(&env, "hotsync-limited", true).await;
-    let limited = client_with_token(&env, token(&env, "LIMITED_TOKEN")).await;
+    let limited = env.client_with_token(env.token("LIMITED_TOKEN")).await;
     bump(&env, &mut repo, 2, "v0.2", "");
     let report = hotsync::sync::sync(&limited, &options(&repo), None)
         .await
@@ -687,7 +663,7 @@ async fn a_token_without_pod_patch_rights_fails_with_a_message_naming_the_missin
     let env = harness::env("no pod patch").await;
     let mut repo = started(&env, 2, "").await;
     grant(&env, "hotsync-none", false).await;
-    let client = client_with_token(&env, token(&env, "NONE_TOKEN")).await;
+    let client = env.client_with_token(env.token("NONE_TOKEN")).await;
     bump(&env, &mut repo, 2, "v0.2", "");
     let report = hotsync::sync::sync(&client, &options(&repo), None)
         .await
