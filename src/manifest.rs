@@ -153,6 +153,9 @@ pub struct LoadOptions {
     pub default_namespace: String,
     /// Files larger than this are refused whole.
     pub max_file_bytes: usize,
+    /// When not empty, the only namespaces a manifest may name (`--allow-namespace`): a set elsewhere
+    /// is an error, so that `plan` reports it and `sync` applies nothing.
+    pub allowed_namespaces: Vec<String>,
 }
 
 impl Default for LoadOptions {
@@ -160,6 +163,7 @@ impl Default for LoadOptions {
         LoadOptions {
             default_namespace: "default".to_string(),
             max_file_bytes: 1024 * 1024,
+            allowed_namespaces: Vec::new(),
         }
     }
 }
@@ -235,9 +239,14 @@ fn is_blank_document(text: &str) -> bool {
 }
 
 fn saphyr_options() -> serde_saphyr::Options {
+    // A manifest uses a handful of aliases at most; the "billion laughs" replays millions of events.
+    let mut aliases = serde_saphyr::options::AliasLimits::default();
+    aliases.max_total_replayed_events = 50_000;
+    aliases.max_replay_stack_depth = 16;
     serde_saphyr::options! {
         with_snippet: false,
         strict_booleans: true,
+        alias_limits: aliases,
         budget: serde_saphyr::budget! {
             max_aliases: 1_000,
             max_anchors: 1_000,
@@ -453,6 +462,18 @@ fn load_document(
     }
     if gss.metadata.namespace.as_deref().is_none_or(str::is_empty) {
         gss.metadata.namespace = Some(opts.default_namespace.clone());
+    }
+    let ns = gss.metadata.namespace.clone().unwrap_or_default();
+    if !opts.allowed_namespaces.is_empty() && !opts.allowed_namespaces.contains(&ns) {
+        out.diagnostics.push(diag(
+            Severity::Error,
+            line_of_key(&chunk.text, chunk.first_line, "namespace").or(Some(chunk.first_line)),
+            format!(
+                "GameServerSet {name} is in namespace {ns}, which is not allowed here (allowed: {})",
+                opts.allowed_namespaces.join(", ")
+            ),
+        ));
+        return;
     }
     // Status in Git means nothing to hotsync; it is never applied.
     gss.status = None;

@@ -42,6 +42,13 @@ pub struct SourceArgs {
     /// The namespace of sets that name none.
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
+    /// Only these namespaces may be named by manifests (repeatable); a set elsewhere is an error.
+    #[arg(
+        long = "allow-namespace",
+        env = "HOTSYNC_ALLOW_NAMESPACE",
+        value_delimiter = ','
+    )]
+    pub allow_namespace: Vec<String>,
     /// Where clones of remote repositories are kept.
     #[arg(long, env = "HOTSYNC_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -51,6 +58,7 @@ impl SourceArgs {
     pub fn load_options(&self) -> hotsync::manifest::LoadOptions {
         hotsync::manifest::LoadOptions {
             default_namespace: self.namespace.clone(),
+            allowed_namespaces: self.allow_namespace.clone(),
             ..Default::default()
         }
     }
