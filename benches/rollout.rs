@@ -155,6 +155,25 @@ fn pod_patch(image: &str, revision: &str) -> serde_json::Value {
     ])
 }
 
+/// Polls until every pod of the set asks for `image` in its spec: the end of the patch phase.
+async fn all_patched(client: Client, name: String, n: usize, image: String) -> Instant {
+    let api: Api<Pod> = Api::namespaced(client, NS);
+    let lp = ListParams::default().labels(&format!("{LABEL_OWNER_GSS}={name}"));
+    loop {
+        if let Ok(list) = api.list(&lp).await {
+            let done = list
+                .items
+                .iter()
+                .filter(|p| hotsync::live::spec_image(p, "sidecar") == Some(image.as_str()))
+                .count();
+            if done == n {
+                return Instant::now();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn pods_of(client: &Client, name: &str) -> Vec<String> {
     let api: Api<Pod> = Api::namespaced(client.clone(), NS);
     let lp = ListParams::default().labels(&format!("{LABEL_OWNER_GSS}={name}"));
@@ -205,10 +224,17 @@ fn main() {
         std::fs::write(repo.path().join("set.yaml"), manifest("hs", n, "v2")).expect("write");
         git(repo.path(), &["commit", "-qam", "v2"]);
         let t = Instant::now();
+        let patched = tokio::spawn(all_patched(
+            client.clone(),
+            "hs".into(),
+            n,
+            "registry.example.com/sidecar:v2".into(),
+        ));
         let report = hotsync::sync::sync(&client, &sync_options(repo.path()), None)
             .await
             .expect("sync");
         let hotsync_time = t.elapsed();
+        let hotsync_patch = patched.await.expect("watch").duration_since(t);
         assert_eq!(report.exit_code(), 0, "{report:#?}");
         all_on(&client, "hs", n, "registry.example.com/sidecar:v2").await;
 
@@ -217,6 +243,7 @@ fn main() {
         let image = "registry.example.com/sidecar:v2";
         let names = pods_of(&client, "raw").await;
         let t = Instant::now();
+        let patched = tokio::spawn(all_patched(client.clone(), "raw".into(), n, image.into()));
         let rev = hold_and_revision(&client, "raw", n, image).await;
         let api: Api<Pod> = Api::namespaced(client.clone(), NS);
         futures::stream::iter(names)
@@ -235,11 +262,13 @@ fn main() {
             .await;
         all_on(&client, "raw", n, image).await;
         let raw_time = t.elapsed();
+        let raw_patch = patched.await.expect("watch").duration_since(t);
 
         // kubectl patch loop
         let _kubectl_repo = create(&client, "kubectl", n).await;
         let names = pods_of(&client, "kubectl").await;
         let t = Instant::now();
+        let patched = tokio::spawn(all_patched(client.clone(), "kubectl".into(), n, image.into()));
         let rev = hold_and_revision(&client, "kubectl", n, image).await;
         let patch = pod_patch(image, &rev).to_string();
         for name in &names {
@@ -258,14 +287,25 @@ fn main() {
         }
         all_on(&client, "kubectl", n, image).await;
         let kubectl_time = t.elapsed();
+        let kubectl_patch = patched.await.expect("watch").duration_since(t);
 
-        println!("hot update of {n} pods, maxUnavailable 100%, simulated restart delay 0:");
-        println!("  hotsync sync        {:>8.2}s", hotsync_time.as_secs_f64());
-        println!("  raw PATCH (64 conc) {:>8.2}s", raw_time.as_secs_f64());
-        println!("  kubectl patch loop  {:>8.2}s", kubectl_time.as_secs_f64());
+        println!("hot update of {n} pods, maxUnavailable 100%, simulated delays 0 (seconds from the first write):");
+        println!("  {:<22}{:>14}{:>22}", "", "all patched", "all restarted + ready");
+        for (what, patch, all) in [
+            ("hotsync sync", hotsync_patch, hotsync_time),
+            ("raw PATCH (64 conc.)", raw_patch, raw_time),
+            ("kubectl patch loop", kubectl_patch, kubectl_time),
+        ] {
+            println!("  {what:<22}{:>13.2}s{:>21.2}s", patch.as_secs_f64(), all.as_secs_f64());
+        }
         println!(
-            "  hotsync: {:.1}x the kubectl loop's speed, {:.0}% of raw PATCH throughput",
-            kubectl_time.as_secs_f64() / hotsync_time.as_secs_f64(),
+            "  hotsync vs the kubectl loop: {:.1}x (patch phase), {:.1}x (end to end)",
+            kubectl_patch.as_secs_f64() / hotsync_patch.as_secs_f64(),
+            kubectl_time.as_secs_f64() / hotsync_time.as_secs_f64()
+        );
+        println!(
+            "  hotsync vs raw PATCH throughput: {:.0}% (patch phase), {:.0}% (end to end)",
+            100.0 * raw_patch.as_secs_f64() / hotsync_patch.as_secs_f64(),
             100.0 * raw_time.as_secs_f64() / hotsync_time.as_secs_f64()
         );
         let _ = sim.shutdown().await;

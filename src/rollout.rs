@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt as _};
-use kube::{Api, Client, ResourceExt as _};
+use kube::{Api, Client};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -862,7 +862,7 @@ fn pointer_escape(s: &str) -> String {
 }
 
 /// Patches one pod: its containers' images and its revision label, guarded by `test` operations on the
-/// old values and the resourceVersion. On a conflict the pod is re-read from the watch and re-planned.
+/// old values. On a conflict the pod is re-read from the watch and re-planned.
 async fn start_pod(
     api: &Api<Pod>,
     watch: &PodWatch,
@@ -892,9 +892,11 @@ async fn start_pod(
         if containers.is_empty() {
             return Ok(None);
         }
-        let mut ops = vec![
-            json!({"op": "test", "path": "/metadata/resourceVersion", "value": pod.resource_version()}),
-        ];
+        // The guard is on what this patch changes: the old images and the old revision label. The
+        // resourceVersion is not tested: the kubelet's status writes bump it all the time, and a
+        // test on it turned every one of them into a needless conflict; a JSON patch touches only
+        // its own paths, so a concurrent edit elsewhere in the pod is never overwritten.
+        let mut ops: Vec<Value> = Vec::new();
         let mut baseline = BTreeMap::new();
         let mut old_images = BTreeMap::new();
         let spec_containers = pod

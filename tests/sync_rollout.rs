@@ -675,3 +675,29 @@ async fn a_token_without_pod_patch_rights_fails_with_a_message_naming_the_missin
         assert_eq!(restarts(&p, "sidecar"), 0, "no pod may change");
     }
 }
+
+#[tokio::test]
+async fn a_game_server_that_overrides_an_image_is_reported_because_it_fights_the_rollout() {
+    let env = harness::env("gs override").await;
+    let mut repo = started(&env, 2, "").await;
+    let gs: Api<GameServer> = env.api();
+    let patch = json!({"spec": {"containers": [{"name": "sidecar", "image": sidecar("pinned")}]}});
+    gs.patch(
+        "minecraft-0",
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    bump(&env, &mut repo, 2, "v0.2", "");
+    let mut opts = options(&repo);
+    opts.rollout.dry_run = true;
+    let report = sync(&env, &opts).await;
+    let warnings = &report.sets[0].warnings;
+    assert!(
+        warnings.iter().any(|w| w.contains(
+            "GameServer minecraft-0 overrides sidecar=registry.example.com/sidecar:pinned"
+        )),
+        "{warnings:?}"
+    );
+}
