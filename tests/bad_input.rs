@@ -158,19 +158,8 @@ async fn sync_applies_nothing_when_a_set_names_a_namespace_outside_the_allowlist
             .replace("namespace: games", "namespace: kube-system"),
     );
     repo.commit_all("two sets, one outside");
-    let opts = hotsync::sync::SyncOptions {
-        repo: repo.path().display().to_string(),
-        branch: None,
-        path: ".".into(),
-        load: LoadOptions {
-            allowed_namespaces: vec![env.namespace.clone()],
-            ..LoadOptions::default()
-        },
-        cache_dir: repo.path().join(".cache"),
-        fetch: Default::default(),
-        rollout: Default::default(),
-        set_concurrency: 2,
-    };
+    let mut opts = harness::sync_options(repo.path());
+    opts.load.allowed_namespaces = vec![env.namespace.clone()];
     let report = hotsync::sync::sync(&env.client, &opts, None)
         .await
         .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));

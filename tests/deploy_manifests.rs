@@ -8,8 +8,8 @@ use crate::gitrepo::TempRepo;
 use crate::harness::{self, TestEnv, CONVERGE};
 use futures::FutureExt as _;
 use hotsync::model::GameServerSet;
-use hotsync::rollout::{Outcome, PodOutcome, RolloutOptions};
-use hotsync::sync::{SyncOptions, SyncReport};
+use hotsync::rollout::{Outcome, PodOutcome};
+use hotsync::sync::SyncReport;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, PodSpec, Service};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
@@ -696,26 +696,8 @@ spec:
     )
 }
 
-fn sync_options(repo: &TempRepo) -> SyncOptions {
-    SyncOptions {
-        repo: repo.path().display().to_string(),
-        branch: None,
-        path: ".".into(),
-        load: Default::default(),
-        cache_dir: repo.path().join(".cache"),
-        fetch: Default::default(),
-        rollout: RolloutOptions {
-            wait: true,
-            wait_timeout: CONVERGE,
-            pod_timeout: Duration::from_secs(20),
-            ..RolloutOptions::default()
-        },
-        set_concurrency: 4,
-    }
-}
-
 async fn sync_as(client: &kube::Client, repo: &TempRepo) -> SyncReport {
-    hotsync::sync::sync(client, &sync_options(repo), None)
+    hotsync::sync::sync(client, &harness::sync_options(repo.path()), None)
         .await
         .unwrap_or_else(|e| panic!("sync failed: {}", hotsync::sync::error_chain(&e)))
 }
@@ -802,7 +784,7 @@ async fn hot_update_with_the_cluster_role(env: &TestEnv, limited: &kube::Client)
         .create(&pp, &lease_binding)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut opts = sync_options(&repo);
+    let mut opts = harness::sync_options(repo.path());
     opts.rollout.wait = false;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -225,3 +225,22 @@ impl TestEnv {
         kube::Client::try_from(cfg).unwrap_or_else(|e| panic!("{e}"))
     }
 }
+
+/// Sync options for a test repository: wait for OKG, with the test timeouts.
+pub fn sync_options(repo: &std::path::Path) -> hotsync::sync::SyncOptions {
+    hotsync::sync::SyncOptions {
+        repo: repo.display().to_string(),
+        branch: None,
+        path: ".".into(),
+        load: Default::default(),
+        cache_dir: repo.join(".cache"),
+        fetch: Default::default(),
+        rollout: hotsync::rollout::RolloutOptions {
+            wait: true,
+            wait_timeout: CONVERGE,
+            pod_timeout: Duration::from_secs(20),
+            ..hotsync::rollout::RolloutOptions::default()
+        },
+        set_concurrency: 4,
+    }
+}

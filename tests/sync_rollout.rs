@@ -6,7 +6,7 @@ use crate::gitrepo::TempRepo;
 use crate::harness::{self, TestEnv, CONVERGE};
 use futures::StreamExt as _;
 use hotsync::model::{GameServer, GameServerSet, LABEL_OWNER_GSS, LABEL_UPDATE_PRIORITY};
-use hotsync::rollout::{Outcome, PodOutcome, RolloutOptions, ANNOTATION_HOLD};
+use hotsync::rollout::{Outcome, PodOutcome, ANNOTATION_HOLD};
 use hotsync::sync::{SyncOptions, SyncReport};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
@@ -48,24 +48,6 @@ spec:
     )
 }
 
-fn options(repo: &TempRepo) -> SyncOptions {
-    SyncOptions {
-        repo: repo.path().display().to_string(),
-        branch: None,
-        path: ".".into(),
-        load: Default::default(),
-        cache_dir: repo.path().join(".cache"),
-        fetch: Default::default(),
-        rollout: RolloutOptions {
-            wait: true,
-            wait_timeout: CONVERGE,
-            pod_timeout: Duration::from_secs(20),
-            ..RolloutOptions::default()
-        },
-        set_concurrency: 4,
-    }
-}
-
 async fn sync(env: &TestEnv, opts: &SyncOptions) -> SyncReport {
     hotsync::sync::sync(&env.client, opts, None)
         .await
@@ -80,7 +62,7 @@ async fn started(env: &TestEnv, replicas: i32, rolling: &str) -> TempRepo {
         &manifest(&env.namespace, replicas, "v0.1", rolling),
     );
     repo.commit_all("minecraft at v0.1");
-    let report = sync(env, &options(&repo)).await;
+    let report = sync(env, &harness::sync_options(repo.path())).await;
     assert_eq!(report.exit_code(), 0, "first sync: {report:#?}");
     assert_eq!(env.pods("minecraft").await.len(), replicas as usize);
     repo
@@ -200,7 +182,7 @@ async fn a_sidecar_bump_restarts_only_the_sidecar_in_place_and_keeps_every_pod()
         .collect();
     let recorder = Recorder::start(&env).await;
     bump(&env, &mut repo, 3, "v0.2", "");
-    let report = sync(&env, &options(&repo)).await;
+    let report = sync(&env, &harness::sync_options(repo.path())).await;
     assert_eq!(report.exit_code(), 0, "{report:#?}");
     let set = &report.sets[0];
     assert_eq!(set.outcome, Outcome::Synced);
@@ -310,7 +292,7 @@ async fn pods_update_by_priority_and_partition_keeps_the_last_on_the_old_version
     .await;
     let recorder = Recorder::start(&env).await;
     bump(&env, &mut repo, 4, "v0.2", rolling);
-    let report = sync(&env, &options(&repo)).await;
+    let report = sync(&env, &harness::sync_options(repo.path())).await;
     assert_eq!(report.exit_code(), 0, "{report:#?}");
     assert_eq!(
         recorder.order_of(&sidecar("v0.2")),
@@ -342,7 +324,7 @@ async fn never_more_than_max_unavailable_pods_restart_at_once() {
     let mut repo = started(&env, 6, rolling).await;
     let recorder = Recorder::start(&env).await;
     bump(&env, &mut repo, 6, "v0.2", rolling);
-    let report = sync(&env, &options(&repo)).await;
+    let report = sync(&env, &harness::sync_options(repo.path())).await;
     assert_eq!(report.exit_code(), 0, "{report:#?}");
     let max = recorder.max_not_ready();
     assert!(max <= 2, "{max} pods were not ready at once");
@@ -357,7 +339,7 @@ async fn a_missing_image_halts_the_rollout_and_rolls_back_that_pod_only() {
     let env = harness::env("missing image").await;
     let mut repo = started(&env, 3, "").await;
     bump(&env, &mut repo, 3, "v0.2-missing", "");
-    let mut opts = options(&repo);
+    let mut opts = harness::sync_options(repo.path());
     opts.rollout.pod_timeout = Duration::from_secs(20);
     let report = sync(&env, &opts).await;
     assert_eq!(report.exit_code(), 1, "{report:#?}");
@@ -443,7 +425,7 @@ async fn a_recreate_without_allow_recreate_is_refused_and_leaves_the_cluster_unt
         .replace("        - name: sidecar\n", "          env:\n            - name: MODE\n              value: hard\n        - name: sidecar\n");
     repo.write("sets/minecraft.yaml", &text);
     repo.commit_all("env change");
-    let report = sync(&env, &options(&repo)).await;
+    let report = sync(&env, &harness::sync_options(repo.path())).await;
     assert_eq!(report.exit_code(), 3, "{report:#?}");
     let set = &report.sets[0];
     assert_eq!(set.outcome, Outcome::Refused);
@@ -478,7 +460,7 @@ async fn a_broken_manifest_stops_the_whole_sync_before_anything_is_applied() {
     bump(&env, &mut repo, 2, "v0.2", "");
     repo.write("sets/other.yaml", "apiVersion: game.kruise.io/v1alpha1\nkind: GameServerSet\nmetadata:\n  name: other\nspec:\n  replicas: [\n");
     repo.commit_all("bump and a broken file");
-    let report = sync(&env, &options(&repo)).await;
+    let report = sync(&env, &harness::sync_options(repo.path())).await;
     assert_eq!(report.exit_code(), 2);
     assert_eq!(report.errors[0].file, "sets/other.yaml");
     assert!(report.sets.is_empty());
@@ -496,7 +478,7 @@ async fn a_concurrent_edit_of_a_pod_is_re_planned_not_overwritten() {
     let mut repo = started(&env, 4, "").await;
     bump(&env, &mut repo, 4, "v0.2", "");
     let pods: Api<Pod> = env.api();
-    let opts = options(&repo);
+    let opts = harness::sync_options(repo.path());
     let client = env.client.clone();
     let sync_task = tokio::spawn(async move { hotsync::sync::sync(&client, &opts, None).await });
     // While the rollout runs, someone labels every pod, as `kubectl label` would.
@@ -649,7 +631,7 @@ async fn a_token_with_only_the_rights_hotsync_needs_completes_a_hot_update() {
     grant(&env, "hotsync-limited", true).await;
     let limited = env.client_with_token(env.token("LIMITED_TOKEN")).await;
     bump(&env, &mut repo, 2, "v0.2", "");
-    let report = hotsync::sync::sync(&limited, &options(&repo), None)
+    let report = hotsync::sync::sync(&limited, &harness::sync_options(repo.path()), None)
         .await
         .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));
     assert_eq!(report.exit_code(), 0, "{report:#?}");
@@ -665,7 +647,7 @@ async fn a_token_without_pod_patch_rights_fails_with_a_message_naming_the_missin
     grant(&env, "hotsync-none", false).await;
     let client = env.client_with_token(env.token("NONE_TOKEN")).await;
     bump(&env, &mut repo, 2, "v0.2", "");
-    let report = hotsync::sync::sync(&client, &options(&repo), None)
+    let report = hotsync::sync::sync(&client, &harness::sync_options(repo.path()), None)
         .await
         .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));
     assert_eq!(report.exit_code(), 1, "{report:#?}");
@@ -690,7 +672,7 @@ async fn a_game_server_that_overrides_an_image_is_reported_because_it_fights_the
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     bump(&env, &mut repo, 2, "v0.2", "");
-    let mut opts = options(&repo);
+    let mut opts = harness::sync_options(repo.path());
     opts.rollout.dry_run = true;
     let report = sync(&env, &opts).await;
     let warnings = &report.sets[0].warnings;
