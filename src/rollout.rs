@@ -848,13 +848,10 @@ fn container_done(
     running && s.ready && restarted && same_image(&s.image, image)
 }
 
-/// Image references as kubelets report them: `docker.io/library/x:1` is `x:1`.
+/// Image references as kubelets report them: fully qualified (default registry and `library/` spelled
+/// out), where a manifest often gives the short form; the short form matches its qualified spellings.
 fn same_image(reported: &str, wanted: &str) -> bool {
-    fn norm(s: &str) -> &str {
-        let s = s.strip_prefix("docker.io/").unwrap_or(s);
-        s.strip_prefix("library/").unwrap_or(s)
-    }
-    norm(reported) == norm(wanted)
+    reported == wanted || reported.ends_with(&format!("/{wanted}"))
 }
 
 fn pointer_escape(s: &str) -> String {
@@ -1057,8 +1054,12 @@ mod tests {
     }
 
     #[test]
-    fn docker_hub_prefixes_are_the_same_image() {
-        assert!(same_image("docker.io/library/nginx:1.25", "nginx:1.25"));
+    fn a_fully_qualified_reported_image_matches_its_short_form() {
+        assert!(same_image(
+            "registry.example/library/nginx:1.25",
+            "nginx:1.25"
+        ));
+        assert!(same_image("registry.example/team/app:2", "team/app:2"));
         assert!(!same_image("nginx:1.25", "nginx:1.26"));
     }
 }
