@@ -556,6 +556,21 @@ struct InFlight {
     started: Instant,
 }
 
+impl InFlight {
+    /// Every restarted container runs its target image, restarted since the patch, and the pod is ready.
+    fn done(&self, pod: &Pod, targets: &[(String, String)]) -> bool {
+        live::is_ready(pod)
+            && self.containers.iter().all(|c| {
+                let img = targets
+                    .iter()
+                    .find(|(n, _)| n == c)
+                    .map(|(_, i)| i.as_str())
+                    .unwrap_or_default();
+                container_done(pod, c, img, self.baseline.get(c))
+            })
+    }
+}
+
 /// Rolls a hot update out: hold OKG, patch pods in waves, release.
 async fn hot_update(
     ctx: &Ctx<'_>,
@@ -701,15 +716,7 @@ async fn hot_update(
                 out.pods.push(fail_pod(ctx, &pod_api, &p, &f, msg).await?);
                 continue;
             }
-            if f.containers.iter().all(|c| {
-                let img = targets
-                    .iter()
-                    .find(|(n, _)| n == c)
-                    .map(|(_, i)| i.as_str())
-                    .unwrap_or_default();
-                container_done(&p, c, img, f.baseline.get(c))
-            }) && live::is_ready(&p)
-            {
+            if f.done(&p, &targets) {
                 if lifecycle_hook.is_some() {
                     set_lifecycle(&pod_api, &f.name, "Normal").await?;
                 }
@@ -743,33 +750,29 @@ async fn hot_update(
                 watch.next_change(Duration::from_millis(500)).await;
                 let mut rest = Vec::new();
                 for f in in_flight.drain(..) {
-                    match watch.get(&f.name, &ctx.ns) {
-                        Some(p)
-                            if live::failure(&p, &f.containers).is_none()
-                                && !(f.containers.iter().all(|c| {
-                                    let img = targets
-                                        .iter()
-                                        .find(|(n, _)| n == c)
-                                        .map(|(_, i)| i.as_str())
-                                        .unwrap_or_default();
-                                    container_done(&p, c, img, f.baseline.get(c))
-                                }) && live::is_ready(&p))
-                                && f.started.elapsed() <= ctx.opts.pod_timeout =>
-                        {
-                            rest.push(f)
-                        }
-                        Some(p) => out.pods.push(PodResult {
-                            name: f.name.clone(),
-                            result: if live::failure(&p, &f.containers).is_some() {
-                                PodOutcome::Failed
-                            } else {
-                                PodOutcome::Updated
-                            },
-                            containers: f.containers,
-                            message: None,
-                        }),
-                        None => {}
-                    }
+                    let Some(p) = watch.get(&f.name, &ctx.ns) else {
+                        continue;
+                    };
+                    let (result, message) = if let Some((c, why)) = live::failure(&p, &f.containers)
+                    {
+                        (PodOutcome::Failed, Some(format!("container {c}: {why}")))
+                    } else if f.done(&p, &targets) {
+                        (PodOutcome::Updated, None)
+                    } else if f.started.elapsed() > ctx.opts.pod_timeout {
+                        (
+                            PodOutcome::Failed,
+                            Some("not ready with the new image in time".to_string()),
+                        )
+                    } else {
+                        rest.push(f);
+                        continue;
+                    };
+                    out.pods.push(PodResult {
+                        name: f.name,
+                        result,
+                        containers: f.containers,
+                        message,
+                    });
                 }
                 in_flight = rest;
             }
