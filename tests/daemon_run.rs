@@ -18,29 +18,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-fn manifest(ns: &str, tag: &str) -> String {
-    format!(
-        "apiVersion: game.kruise.io/v1alpha1
-kind: GameServerSet
-metadata:
-  name: minecraft
-  namespace: {ns}
-spec:
-  replicas: 3
-  updateStrategy:
-    rollingUpdate:
-      podUpdatePolicy: InPlaceIfPossible
-  gameServerTemplate:
-    spec:
-      containers:
-        - name: minecraft
-          image: registry.example.com/minecraft-demo:1.12.2
-        - name: sidecar
-          image: registry.example.com/sidecar:{tag}
-"
-    )
-}
-
 fn config(repo: &str, cache: &Path, listen: SocketAddr) -> DaemonConfig {
     DaemonConfig {
         sync: SyncOptions {
@@ -230,16 +207,22 @@ async fn a_pushed_commit_is_rolled_out_by_the_daemon_with_no_further_command() {
     git(work.path(), &["clone", "-q", &server.url, "w"]);
     let w = work.path().join("w");
     std::fs::remove_file(w.join("set.yaml")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(w.join("minecraft.yaml"), manifest(&env.namespace, "v0.1"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        w.join("minecraft.yaml"),
+        harness::seed_manifest(&env.namespace, 3, "v0.1", ""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     git(&w, &["add", "-A"]);
     git(&w, &["commit", "-qm", "minecraft at v0.1"]);
     git(&w, &["push", "-q", "origin", "main"]);
     let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let daemon = Daemon::start(&env, config(&server.url, cache.path(), addr())).await;
     all_on(&env, "v0.1").await;
-    std::fs::write(w.join("minecraft.yaml"), manifest(&env.namespace, "v0.2"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        w.join("minecraft.yaml"),
+        harness::seed_manifest(&env.namespace, 3, "v0.2", ""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     git(&w, &["commit", "-qam", "bump sidecar"]);
     let pushed = Instant::now();
     git(&w, &["push", "-q", "origin", "main"]);
@@ -273,7 +256,10 @@ fn sign(secret: &str, body: &[u8]) -> String {
 async fn the_webhook_refuses_a_bad_signature_and_a_good_one_triggers_a_sync_at_once() {
     let env = harness::env("daemon webhook").await;
     let mut repo = TempRepo::new();
-    repo.write("minecraft.yaml", &manifest(&env.namespace, "v0.1"));
+    repo.write(
+        "minecraft.yaml",
+        &harness::seed_manifest(&env.namespace, 3, "v0.1", ""),
+    );
     repo.commit_all("v0.1");
     git(repo.path(), &["branch", "-M", "main"]);
     let mut cfg = config(
@@ -286,7 +272,10 @@ async fn the_webhook_refuses_a_bad_signature_and_a_good_one_triggers_a_sync_at_o
     let daemon = Daemon::start(&env, cfg).await;
     all_on(&env, "v0.1").await;
     wait_http_ok(daemon.addr, "/readyz").await;
-    repo.write("minecraft.yaml", &manifest(&env.namespace, "v0.2"));
+    repo.write(
+        "minecraft.yaml",
+        &harness::seed_manifest(&env.namespace, 3, "v0.2", ""),
+    );
     repo.commit_all("bump");
     let body = br#"{"ref":"refs/heads/main"}"#;
     let bad = http(
@@ -380,7 +369,10 @@ async fn the_webhook_refuses_a_bad_signature_and_a_good_one_triggers_a_sync_at_o
 async fn health_readiness_and_metrics_answer_as_documented() {
     let env = harness::env("daemon metrics").await;
     let mut repo = TempRepo::new();
-    repo.write("minecraft.yaml", &manifest(&env.namespace, "v0.1"));
+    repo.write(
+        "minecraft.yaml",
+        &harness::seed_manifest(&env.namespace, 3, "v0.1", ""),
+    );
     repo.commit_all("v0.1");
     git(repo.path(), &["branch", "-M", "main"]);
     let daemon = Daemon::start(
@@ -395,7 +387,10 @@ async fn health_readiness_and_metrics_answer_as_documented() {
     wait_http_ok(daemon.addr, "/healthz").await;
     all_on(&env, "v0.1").await;
     wait_http_ok(daemon.addr, "/readyz").await;
-    repo.write("minecraft.yaml", &manifest(&env.namespace, "v0.2"));
+    repo.write(
+        "minecraft.yaml",
+        &harness::seed_manifest(&env.namespace, 3, "v0.2", ""),
+    );
     let commit = repo.commit_all("v0.2");
     all_on(&env, "v0.2").await;
     let metrics = env
@@ -439,7 +434,10 @@ async fn drift_case(heal: bool) {
     })
     .await;
     let mut repo = TempRepo::new();
-    repo.write("minecraft.yaml", &manifest(&env.namespace, "v0.1"));
+    repo.write(
+        "minecraft.yaml",
+        &harness::seed_manifest(&env.namespace, 3, "v0.1", ""),
+    );
     repo.commit_all("v0.1");
     git(repo.path(), &["branch", "-M", "main"]);
     let mut cfg = config(
@@ -579,7 +577,7 @@ async fn of_two_daemons_one_leads_and_the_other_finishes_the_rollout_when_it_is_
     let env = harness::env("daemon leader").await;
     let mut repo = TempRepo::new();
     let text = |tag: &str| {
-        manifest(&env.namespace, tag)
+        harness::seed_manifest(&env.namespace, 3, tag, "")
             .replace("replicas: 3", "replicas: 6")
             .replace(
                 "podUpdatePolicy: InPlaceIfPossible",

@@ -673,29 +673,6 @@ fn deploy_files_and_the_dockerfile_name_no_registry_host() {
     assert!(dockerfile.contains("cargo build --release --locked --bin hotsync"));
 }
 
-fn set_manifest(ns: &str, tag: &str) -> String {
-    format!(
-        "apiVersion: game.kruise.io/v1alpha1
-kind: GameServerSet
-metadata:
-  name: minecraft
-  namespace: {ns}
-spec:
-  replicas: 2
-  updateStrategy:
-    rollingUpdate:
-      podUpdatePolicy: InPlaceIfPossible
-  gameServerTemplate:
-    spec:
-      containers:
-        - name: minecraft
-          image: registry.example.com/minecraft-demo:1.12.2
-        - name: sidecar
-          image: registry.example.com/sidecar:{tag}
-"
-    )
-}
-
 async fn sync_as(client: &kube::Client, repo: &TempRepo) -> SyncReport {
     hotsync::sync::sync(client, &harness::sync_options(repo.path()), None)
         .await
@@ -715,7 +692,10 @@ async fn hot_update_with_the_cluster_role(env: &TestEnv, limited: &kube::Client)
     .await;
 
     let mut repo = TempRepo::new();
-    repo.write("sets/minecraft.yaml", &set_manifest(&env.namespace, "v0.1"));
+    repo.write(
+        "sets/minecraft.yaml",
+        &harness::seed_manifest(&env.namespace, 2, "v0.1", ""),
+    );
     repo.commit_all("minecraft at v0.1");
     let report = sync_as(limited, &repo).await;
     assert_eq!(
@@ -731,7 +711,10 @@ async fn hot_update_with_the_cluster_role(env: &TestEnv, limited: &kube::Client)
         .collect();
     assert_eq!(before.len(), 2);
 
-    repo.write("sets/minecraft.yaml", &set_manifest(&env.namespace, "v0.2"));
+    repo.write(
+        "sets/minecraft.yaml",
+        &harness::seed_manifest(&env.namespace, 2, "v0.2", ""),
+    );
     repo.commit_all("bump sidecar to v0.2");
     let report = sync_as(limited, &repo).await;
     assert_eq!(report.exit_code(), 0, "{report:#?}");
@@ -808,7 +791,10 @@ async fn hot_update_with_the_cluster_role(env: &TestEnv, limited: &kube::Client)
     };
     let (stop, rx) = tokio::sync::watch::channel(false);
     let daemon = tokio::spawn(hotsync::daemon::run(limited.clone(), cfg, rx));
-    repo.write("sets/minecraft.yaml", &set_manifest(&env.namespace, "v0.3"));
+    repo.write(
+        "sets/minecraft.yaml",
+        &harness::seed_manifest(&env.namespace, 2, "v0.3", ""),
+    );
     repo.commit_all("bump sidecar to v0.3");
     env.eventually("the daemon to roll v0.3 out", CONVERGE, || async {
         let pods = env.pods("minecraft").await;

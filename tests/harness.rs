@@ -244,3 +244,28 @@ pub fn sync_options(repo: &std::path::Path) -> hotsync::sync::SyncOptions {
         set_concurrency: 4,
     }
 }
+
+/// The seed's set (`minecraft`: engine and sidecar, InPlaceIfPossible) in namespace `ns`, with extra lines
+/// under `rollingUpdate` (each indented by six spaces and ending in a newline).
+pub fn seed_manifest(ns: &str, replicas: i32, tag: &str, rolling: &str) -> String {
+    format!(
+        "apiVersion: game.kruise.io/v1alpha1
+kind: GameServerSet
+metadata:
+  name: minecraft
+  namespace: {ns}
+spec:
+  replicas: {replicas}
+  updateStrategy:
+    rollingUpdate:
+      podUpdatePolicy: InPlaceIfPossible
+{rolling}  gameServerTemplate:
+    spec:
+      containers:
+        - name: minecraft
+          image: registry.example.com/minecraft-demo:1.12.2
+        - name: sidecar
+          image: registry.example.com/sidecar:{tag}
+"
+    )
+}

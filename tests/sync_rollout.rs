@@ -17,35 +17,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const ENGINE: &str = "registry.example.com/minecraft-demo:1.12.2";
-
 fn sidecar(tag: &str) -> String {
     format!("registry.example.com/sidecar:{tag}")
-}
-
-/// The seed's set in a test namespace, with extra lines under `rollingUpdate`.
-fn manifest(ns: &str, replicas: i32, tag: &str, rolling: &str) -> String {
-    format!(
-        "apiVersion: game.kruise.io/v1alpha1
-kind: GameServerSet
-metadata:
-  name: minecraft
-  namespace: {ns}
-spec:
-  replicas: {replicas}
-  updateStrategy:
-    rollingUpdate:
-      podUpdatePolicy: InPlaceIfPossible
-{rolling}  gameServerTemplate:
-    spec:
-      containers:
-        - name: minecraft
-          image: {ENGINE}
-        - name: sidecar
-          image: {sidecar}
-",
-        sidecar = sidecar(tag)
-    )
 }
 
 async fn sync(env: &TestEnv, opts: &SyncOptions) -> SyncReport {
@@ -59,7 +32,7 @@ async fn started(env: &TestEnv, replicas: i32, rolling: &str) -> TempRepo {
     let mut repo = TempRepo::new();
     repo.write(
         "sets/minecraft.yaml",
-        &manifest(&env.namespace, replicas, "v0.1", rolling),
+        &harness::seed_manifest(&env.namespace, replicas, "v0.1", rolling),
     );
     repo.commit_all("minecraft at v0.1");
     let report = sync(env, &harness::sync_options(repo.path())).await;
@@ -71,7 +44,7 @@ async fn started(env: &TestEnv, replicas: i32, rolling: &str) -> TempRepo {
 fn bump(env: &TestEnv, repo: &mut TempRepo, replicas: i32, tag: &str, rolling: &str) {
     repo.write(
         "sets/minecraft.yaml",
-        &manifest(&env.namespace, replicas, tag, rolling),
+        &harness::seed_manifest(&env.namespace, replicas, tag, rolling),
     );
     repo.commit_all(&format!("bump sidecar to {tag}"));
 }
@@ -421,7 +394,7 @@ async fn a_recreate_without_allow_recreate_is_refused_and_leaves_the_cluster_unt
         .iter()
         .map(|p| p.uid().unwrap_or_default())
         .collect();
-    let text = manifest(&env.namespace, 2, "v0.1", "")
+    let text = harness::seed_manifest(&env.namespace, 2, "v0.1", "")
         .replace("        - name: sidecar\n", "          env:\n            - name: MODE\n              value: hard\n        - name: sidecar\n");
     repo.write("sets/minecraft.yaml", &text);
     repo.commit_all("env change");
