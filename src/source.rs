@@ -38,6 +38,16 @@ pub enum SourceError {
         #[source]
         source: git2::Error,
     },
+    #[error(
+        "revision {rev:?} is not on any branch of {repo}: force-pushed away, deleted, or never pushed{}",
+        shallow_hint(*.depth)
+    )]
+    RevisionGone {
+        rev: String,
+        repo: String,
+        /// The fetch depth, when the cache is shallow.
+        depth: Option<i32>,
+    },
     #[error("path {path:?} not found at commit {commit}")]
     NoSuchPath { path: String, commit: String },
     #[error("cannot read {what} in {repo}")]
@@ -61,9 +71,20 @@ impl SourceError {
         match self {
             SourceError::Open { .. } | SourceError::Cache { .. } => "repo_open",
             SourceError::Clone { .. } | SourceError::Fetch { .. } => "repo_fetch",
-            SourceError::Revision { .. } | SourceError::NoSuchPath { .. } => "repo_revision",
+            SourceError::Revision { .. }
+            | SourceError::RevisionGone { .. }
+            | SourceError::NoSuchPath { .. } => "repo_revision",
             SourceError::Read { .. } => "repo_read",
         }
+    }
+}
+
+fn shallow_hint(depth: Option<i32>) -> String {
+    match depth {
+        Some(d) => {
+            format!(" (the cache holds only the last {d} commit(s) of each branch: --fetch-depth)")
+        }
+        None => String::new(),
     }
 }
 
@@ -125,6 +146,7 @@ impl Repo {
     }
 
     /// Opens `spec` when it is a local path, or clones/fetches it into `cache_dir` when it is a URL.
+    /// A cache clone found corrupt is deleted and cloned again, once (see [`Repo::with_cache`]).
     ///
     /// # Errors
     /// When the repository cannot be opened, cloned or fetched.
@@ -136,48 +158,139 @@ impl Repo {
         if !is_remote(spec) {
             return Self::open(Path::new(spec));
         }
-        let this = Self::open_bare_cache(spec, cache_dir)?;
-        this.fetch(fetch)?;
-        Ok(this)
+        let (repo, ()) = Self::with_cache(spec, cache_dir, fetch, |repo| {
+            repo.fetch(fetch)?;
+            repo.verify_branch_tips()
+        })?;
+        Ok(repo)
+    }
+
+    /// Runs `read` on the cache clone of the remote `spec` (it fetches what it needs). When `read`
+    /// fails because the cache is corrupt (the remote answers, but the cache cannot fetch from it or
+    /// cannot read what it fetched), the cache is deleted, cloned again and `read` runs once more.
+    /// Errors that a new clone cannot mend (an unreachable remote, a missing branch, path or
+    /// revision) are returned as they are.
+    ///
+    /// # Errors
+    /// `read`'s error, or the error of the second attempt.
+    pub fn with_cache<T>(
+        spec: &str,
+        cache_dir: &Path,
+        fetch: &FetchOptions,
+        mut read: impl FnMut(&Repo) -> Result<T, SourceError>,
+    ) -> Result<(Repo, T), SourceError> {
+        let repo = Self::open_bare_cache(spec, cache_dir)?;
+        let error = match read(&repo) {
+            Ok(v) => return Ok((repo, v)),
+            Err(e) => e,
+        };
+        if !repo.is_corrupt(&error, fetch) {
+            return Err(error);
+        }
+        let dir = repo.path().to_path_buf();
+        drop(repo);
+        tracing::warn!(
+            repo = %redact(spec),
+            cache = %dir.display(),
+            error = %crate::sync::error_chain(&error),
+            "the cache clone is corrupt: deleting it and cloning the repository again"
+        );
+        std::fs::remove_dir_all(&dir).map_err(|source| SourceError::Cache {
+            path: dir.clone(),
+            source,
+        })?;
+        let repo = Self::open_bare_cache(spec, cache_dir)?;
+        let v = read(&repo)?;
+        tracing::info!(repo = %redact(spec), "the cache clone was cloned again and reads");
+        Ok((repo, v))
+    }
+
+    /// Whether `error`, returned by a read of this cache clone, says that the cache is corrupt rather
+    /// than the remote unreachable or the input wrong.
+    fn is_corrupt(&self, error: &SourceError, fetch: &FetchOptions) -> bool {
+        match error {
+            // Objects the cache holds (a ref's target, a tree, a blob) cannot be read.
+            SourceError::Read { .. } => true,
+            // The remote answers a ref negotiation, yet fetching from it fails: the cache is at fault.
+            // A failure of the network itself is not asked about again (a host that drops packets
+            // would make the question as slow as the fetch).
+            SourceError::Fetch { source, .. } | SourceError::Clone { source, .. } => {
+                !matches!(
+                    source.class(),
+                    git2::ErrorClass::Net
+                        | git2::ErrorClass::Os
+                        | git2::ErrorClass::Ssl
+                        | git2::ErrorClass::Ssh
+                        | git2::ErrorClass::Http
+                        | git2::ErrorClass::Callback
+                ) && self.remote_heads(fetch).is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    /// The directory of the cache clone of `spec` under `cache_dir`.
+    pub fn cache_path(spec: &str, cache_dir: &Path) -> PathBuf {
+        let digest = Sha256::digest(spec.as_bytes());
+        cache_dir.join(format!("repo-{}", &hex::encode(digest)[..16]))
     }
 
     /// Opens (or creates, empty) the cache clone of a remote without fetching: for ref negotiations
-    /// and for reading objects fetched before.
+    /// and for reading objects fetched before. A cache that cannot be opened, or whose HEAD, config
+    /// or `origin` remote is unreadable, is rebuilt (empty) rather than trusted.
     ///
     /// # Errors
     /// When the cache directory cannot be created.
     pub fn open_bare_cache(spec: &str, cache_dir: &Path) -> Result<Self, SourceError> {
-        let digest = Sha256::digest(spec.as_bytes());
-        let dir = cache_dir.join(format!("repo-{}", &hex::encode(digest)[..16]));
-        let repo = match Repository::open_bare(&dir) {
+        let dir = Self::cache_path(spec, cache_dir);
+        let opened = Repository::open_bare(&dir).and_then(|r| {
+            check_cache(&r, spec)?;
+            Ok(r)
+        });
+        let repo = match opened {
             Ok(r) => r,
-            Err(_) => {
+            Err(e) => {
                 if dir.exists() {
-                    // A broken cache is rebuilt from the remote, never trusted.
-                    let _ = std::fs::remove_dir_all(&dir);
+                    tracing::warn!(
+                        repo = %redact(spec),
+                        cache = %dir.display(),
+                        error = %e,
+                        "the cache clone cannot be opened: deleting it and cloning the repository again"
+                    );
+                    std::fs::remove_dir_all(&dir).map_err(|source| SourceError::Cache {
+                        path: dir.clone(),
+                        source,
+                    })?;
                 }
                 std::fs::create_dir_all(&dir).map_err(|source| SourceError::Cache {
                     path: dir.clone(),
                     source,
                 })?;
-                let r = Repository::init_bare(&dir).map_err(|source| SourceError::Clone {
-                    url: spec.to_string(),
+                let clone_err = |source| SourceError::Clone {
+                    url: redact(spec),
                     path: dir.clone(),
                     source,
-                })?;
+                };
+                let r = Repository::init_bare(&dir).map_err(clone_err)?;
                 r.remote_with_fetch("origin", spec, "+refs/heads/*:refs/remotes/origin/*")
-                    .map_err(|source| SourceError::Clone {
-                        url: spec.to_string(),
-                        path: dir.clone(),
-                        source,
-                    })?;
+                    .map_err(clone_err)?;
                 r
             }
         };
         Ok(Repo {
             repo,
-            name: spec.to_string(),
+            name: redact(spec),
         })
+    }
+
+    /// The git directory (for a cache clone: the cache's directory).
+    pub fn path(&self) -> &Path {
+        self.repo.path()
+    }
+
+    /// True when the repository holds only part of its history (a shallow fetch).
+    pub fn is_shallow(&self) -> bool {
+        self.repo.is_shallow()
     }
 
     /// The repository as the user named it.
@@ -185,11 +298,17 @@ impl Repo {
         &self.name
     }
 
-    /// Fetches every branch of `origin` into `refs/remotes/origin/*`.
+    /// Fetches every branch of `origin` into `refs/remotes/origin/*`, pruning branches the remote
+    /// deleted. With a depth, only that many commits of each branch are fetched (a shallow cache);
+    /// without one, a shallow cache is deepened to the whole history.
     ///
     /// # Errors
     /// [`SourceError::Fetch`] with the remote's URL.
     pub fn fetch(&self, opts: &FetchOptions) -> Result<(), SourceError> {
+        self.fetch_depth(opts, opts.depth)
+    }
+
+    fn fetch_depth(&self, opts: &FetchOptions, depth: Option<i32>) -> Result<(), SourceError> {
         let mut remote = self
             .repo
             .find_remote("origin")
@@ -197,12 +316,20 @@ impl Repo {
                 url: self.name.clone(),
                 source,
             })?;
-        let url = remote.url().unwrap_or_default().to_string();
+        let url = redact(remote.url().unwrap_or_default());
         let mut fo = git2::FetchOptions::new();
         fo.remote_callbacks(opts.callbacks());
         fo.download_tags(git2::AutotagOption::None);
-        if let Some(depth) = opts.depth {
-            fo.depth(depth);
+        fo.prune(git2::FetchPrune::On);
+        match depth.filter(|d| *d > 0) {
+            Some(d) => {
+                fo.depth(d);
+            }
+            // libgit2's GIT_FETCH_DEPTH_UNSHALLOW: the whole history of a shallow cache.
+            None if self.repo.is_shallow() => {
+                fo.depth(i32::MAX);
+            }
+            None => {}
         }
         remote
             .fetch(
@@ -211,6 +338,61 @@ impl Repo {
                 None,
             )
             .map_err(|source| SourceError::Fetch { url, source })
+    }
+
+    /// Fetches `depth` commits of each branch, to see further back in a shallow cache (a cache with
+    /// the whole history has it all already: nothing is fetched).
+    ///
+    /// # Errors
+    /// [`SourceError::Fetch`] with the remote's URL.
+    pub fn fetch_more(&self, opts: &FetchOptions, depth: i32) -> Result<(), SourceError> {
+        if !self.repo.is_shallow() {
+            return Ok(());
+        }
+        self.fetch_depth(opts, Some(depth))
+    }
+
+    /// Checks that the tip of every fetched branch can be read (its commit and its tree): a cache whose
+    /// objects were lost or damaged fails here rather than half-way through a sync.
+    ///
+    /// # Errors
+    /// [`SourceError::Read`] naming the branch.
+    pub fn verify_branch_tips(&self) -> Result<(), SourceError> {
+        for (name, oid) in self.remote_branches()? {
+            self.repo
+                .find_commit(oid)
+                .and_then(|c| c.tree().map(|_| ()))
+                .map_err(|source| self.read_err(format!("{name} ({oid})"), source))?;
+        }
+        Ok(())
+    }
+
+    /// The remote-tracking branches of a cache clone (`refs/remotes/origin/*`) and their commits.
+    fn remote_branches(&self) -> Result<Vec<(String, Oid)>, SourceError> {
+        let refs = self
+            .repo
+            .references_glob("refs/remotes/origin/*")
+            .map_err(|source| self.read_err("refs/remotes/origin/*".into(), source))?;
+        let mut out = Vec::new();
+        for r in refs {
+            let r = r.map_err(|source| self.read_err("refs/remotes/origin/*".into(), source))?;
+            if let (Ok(name), Some(oid)) = (r.name(), r.target()) {
+                out.push((name.to_string(), oid));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The commit of `refs/remotes/origin/<branch>` in a cache clone, as last fetched.
+    pub fn tracking_tip(&self, branch: &str) -> Option<Oid> {
+        self.repo
+            .refname_to_id(&format!("refs/remotes/origin/{branch}"))
+            .ok()
+    }
+
+    /// True when the commit is in the object database.
+    pub fn has_commit(&self, oid: Oid) -> bool {
+        self.repo.find_commit(oid).is_ok()
     }
 
     /// Resolves any revision (branch, tag, sha, `origin/main`, `HEAD~1`) to a commit. A branch name that
@@ -227,11 +409,59 @@ impl Repo {
         };
         attempt(rev)
             .or_else(|e| attempt(&format!("origin/{rev}")).map_err(|_| e))
-            .map_err(|source| SourceError::Revision {
-                rev: rev.to_string(),
-                repo: self.name.clone(),
-                source,
+            .map_err(|source| {
+                // A branch that exists but whose commit cannot be read: the objects are lost, which a
+                // new clone mends; a name that does not exist is the user's to fix.
+                let names = [
+                    rev.to_string(),
+                    format!("refs/heads/{rev}"),
+                    format!("refs/remotes/{rev}"),
+                    format!("refs/remotes/origin/{rev}"),
+                ];
+                match names.iter().find_map(|n| self.repo.refname_to_id(n).ok()) {
+                    Some(oid) if !self.has_commit(oid) => {
+                        self.read_err(format!("{rev} ({oid})"), source)
+                    }
+                    _ => SourceError::Revision {
+                        rev: rev.to_string(),
+                        repo: self.name.clone(),
+                        source,
+                    },
+                }
             })
+    }
+
+    /// Resolves a revision the user pinned (a sha, a tag, a branch) in a cache clone, and checks that
+    /// the remote still has it: that a branch of the remote contains it. A commit force-pushed away
+    /// lingers in the cache, but is no longer the remote's.
+    ///
+    /// # Errors
+    /// [`SourceError::RevisionGone`] naming the revision and the repository.
+    pub fn resolve_on_remote(&self, rev: &str, depth: Option<i32>) -> Result<Oid, SourceError> {
+        let gone = || SourceError::RevisionGone {
+            rev: rev.to_string(),
+            repo: self.name.clone(),
+            depth: depth.filter(|_| self.is_shallow()),
+        };
+        let oid = match self.resolve(rev) {
+            Ok(oid) => oid,
+            Err(SourceError::Revision { .. }) => return Err(gone()),
+            Err(e) => return Err(e),
+        };
+        let mut unknown = false;
+        for (_, tip) in self.remote_branches()? {
+            match self.ancestry(tip, oid) {
+                Ancestry::Descends => return Ok(oid),
+                Ancestry::Unknown => unknown = true,
+                Ancestry::Rewritten => {}
+            }
+        }
+        if unknown {
+            // Beyond a shallow cache's boundary: the remote may well have it; it is in the cache.
+            tracing::debug!(rev, repo = %self.name, "cannot tell whether a branch of the remote has this revision (shallow cache)");
+            return Ok(oid);
+        }
+        Err(gone())
     }
 
     /// The merge base of two commits.
@@ -295,7 +525,8 @@ impl Repo {
             })?;
         entry
             .to_object(&self.repo)
-            .and_then(|o| o.peel_to_tree())
+            .map_err(|source| self.read_err(format!("{dir} at {commit}"), source))?
+            .peel_to_tree()
             .map_err(|_| SourceError::NoSuchPath {
                 path: dir,
                 commit: commit.to_string(),
@@ -471,10 +702,27 @@ impl Repo {
         branch: &str,
         opts: &FetchOptions,
     ) -> Result<Option<Oid>, SourceError> {
-        let Ok(mut remote) = self.repo.find_remote("origin") else {
+        if self.repo.find_remote("origin").is_err() {
             return Ok(self.resolve(branch).ok());
-        };
-        let url = remote.url().unwrap_or_default().to_string();
+        }
+        let want = format!("refs/heads/{branch}");
+        Ok(self
+            .remote_heads(opts)?
+            .into_iter()
+            .find(|(name, _)| *name == want)
+            .map(|(_, oid)| oid))
+    }
+
+    /// The refs `origin` advertises, by one ref negotiation.
+    fn remote_heads(&self, opts: &FetchOptions) -> Result<Vec<(String, Oid)>, SourceError> {
+        let mut remote = self
+            .repo
+            .find_remote("origin")
+            .map_err(|source| SourceError::Fetch {
+                url: self.name.clone(),
+                source,
+            })?;
+        let url = redact(remote.url().unwrap_or_default());
         let err = |source| SourceError::Fetch {
             url: url.clone(),
             source,
@@ -482,19 +730,118 @@ impl Repo {
         let conn = remote
             .connect_auth(git2::Direction::Fetch, Some(opts.callbacks()), None)
             .map_err(err)?;
-        let want = format!("refs/heads/{branch}");
-        let tip = conn
+        let heads = conn
             .list()
             .map_err(err)?
             .iter()
-            .find(|h| h.name() == want)
-            .map(|h| h.oid());
+            .map(|h| (h.name().to_string(), h.oid()))
+            .collect();
+        Ok(heads)
+    }
+
+    /// The parents of a commit as the commit itself names them. Unlike libgit2's view of a shallow
+    /// clone, where a commit on the boundary has none, these are there even when the parents' objects
+    /// were never fetched. Empty when the commit cannot be read.
+    pub fn parents(&self, oid: Oid) -> Vec<Oid> {
+        let Ok(c) = self.repo.find_commit(oid) else {
+            return Vec::new();
+        };
+        let header = String::from_utf8_lossy(c.raw_header_bytes()).to_string();
+        header
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| l.strip_prefix("parent "))
+            .filter_map(|p| Oid::from_str(p.trim()).ok())
+            .collect()
+    }
+
+    /// The first parent of a commit, also across a shallow clone's boundary (see [`Repo::parents`]).
+    pub fn first_parent(&self, oid: Oid) -> Option<Oid> {
+        self.parents(oid).first().copied()
+    }
+
+    /// The newest commit a person made at `tip` or below it: hotsync's own status commits (trailer
+    /// `Hotsync-Source:`, on a tracked branch that also takes status) are stepped over by their first
+    /// parents. With `fetch`, a parent beyond a shallow cache's boundary is fetched; a parent that
+    /// cannot be had ends the walk at the last commit that can be read.
+    ///
+    /// # Errors
+    /// When fetching more history fails.
+    pub fn skip_own_commits(
+        &self,
+        mut tip: Oid,
+        fetch: Option<&FetchOptions>,
+    ) -> Result<Oid, SourceError> {
+        let mut depth = fetch.and_then(|f| f.depth).unwrap_or(1).max(1);
+        for _ in 0..100 {
+            let own = self
+                .commit_message(tip)
+                .is_ok_and(|m| crate::status::is_hotsync_commit(&m));
+            let parent = match self.first_parent(tip) {
+                Some(parent) if own => parent,
+                _ => break,
+            };
+            if !self.has_commit(parent) {
+                let Some(f) = fetch else { break };
+                // Beyond a shallow cache's boundary: fetch a little more history.
+                depth = depth.saturating_mul(2).max(depth.saturating_add(8));
+                self.fetch_more(f, depth)?;
+                if !self.has_commit(parent) {
+                    break;
+                }
+            }
+            tip = parent;
+        }
         Ok(tip)
     }
 
-    /// The first parent of a commit.
-    pub fn first_parent(&self, oid: Oid) -> Option<Oid> {
-        self.repo.find_commit(oid).ok()?.parent_id(0).ok()
+    /// Whether `new` descends from `old` (or is it), that is whether a branch that moved from `old`
+    /// to `new` moved forward, or was rewritten (force-pushed). In a shallow cache the answer may be
+    /// unknown: history beyond the boundary is not there to look at.
+    pub fn ancestry(&self, new: Oid, old: Oid) -> Ancestry {
+        if new == old {
+            return Ancestry::Descends;
+        }
+        if !self.repo.is_shallow() {
+            if !self.has_commit(old) || !self.has_commit(new) {
+                // In a full clone that fetched every branch, a commit that is not there is on none.
+                return if self.has_commit(new) {
+                    Ancestry::Rewritten
+                } else {
+                    Ancestry::Unknown
+                };
+            }
+            return match self.repo.graph_descendant_of(new, old) {
+                Ok(true) => Ancestry::Descends,
+                Ok(false) => Ancestry::Rewritten,
+                Err(_) => Ancestry::Unknown,
+            };
+        }
+        // Walk by the parents each commit names, as far as the cache has the commits.
+        let mut seen = std::collections::HashSet::new();
+        let mut queue = std::collections::VecDeque::from([new]);
+        let mut cut = false;
+        while let Some(oid) = queue.pop_front() {
+            if oid == old {
+                return Ancestry::Descends;
+            }
+            if !seen.insert(oid) {
+                continue;
+            }
+            if seen.len() > 100_000 {
+                return Ancestry::Unknown;
+            }
+            if !self.has_commit(oid) {
+                cut = true;
+                continue;
+            }
+            queue.extend(self.parents(oid));
+        }
+        if cut {
+            Ancestry::Unknown
+        } else {
+            Ancestry::Rewritten
+        }
     }
 
     /// The full message of a commit.
@@ -513,6 +860,41 @@ impl Repo {
     pub fn raw(&self) -> &Repository {
         &self.repo
     }
+}
+
+/// Whether a branch moved forward: see [`Repo::ancestry`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ancestry {
+    /// The new commit descends from the old one (or is it): the branch moved forward.
+    Descends,
+    /// It does not: the branch was rewritten (force-pushed), and the old commit is not in its history.
+    Rewritten,
+    /// The cache does not hold enough history to tell (a shallow fetch).
+    Unknown,
+}
+
+/// A URL without its user-info (`https://TOKEN@host/...` is common), for errors and logs.
+fn redact(url: &str) -> String {
+    crate::status::redact_url_userinfo(url)
+}
+
+/// Checks what opening a bare repository does not: that HEAD and the `origin` remote can be read.
+fn check_cache(repo: &Repository, spec: &str) -> Result<(), git2::Error> {
+    if let Err(e) = repo.head() {
+        if !matches!(
+            e.code(),
+            git2::ErrorCode::UnbornBranch | git2::ErrorCode::NotFound
+        ) {
+            return Err(e);
+        }
+    }
+    let remote = repo.find_remote("origin")?;
+    if remote.url().ok() != Some(spec) {
+        return Err(git2::Error::from_str(
+            "the cache's origin is not the repository it caches",
+        ));
+    }
+    Ok(())
 }
 
 fn normalise_dir(dir: &str) -> String {

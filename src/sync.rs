@@ -31,6 +31,27 @@ pub struct SyncOptions {
     pub set_concurrency: usize,
 }
 
+/// What one sync reads beyond its [`SyncOptions`]: a pinned revision, and the commit synced before.
+#[derive(Clone, Debug, Default)]
+pub struct SyncTarget {
+    /// A revision (a commit sha, a tag, a branch) to sync instead of the branch's tip. Of a remote, it
+    /// must still be on one of its branches.
+    pub revision: Option<String>,
+    /// The commit synced before. When the commit synced now does not descend from it, the branch was
+    /// force-pushed: the report says so. `None`: the commit the cache clone's remote-tracking branch
+    /// held before this fetch, when there is one.
+    pub previous: Option<git2::Oid>,
+}
+
+/// The commit a sync reads and the manifests in it.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    pub source: CommitInfo,
+    pub manifests: crate::manifest::Manifests,
+    /// The commit the branch held before it was force-pushed, when it was.
+    pub force_pushed_from: Option<String>,
+}
+
 /// What went wrong before any set could be synced.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -60,6 +81,10 @@ pub struct SyncReport {
     pub sets: Vec<SetOutcome>,
     /// Manifest errors: when there are any, nothing was applied.
     pub errors: Vec<Located>,
+    /// The commit synced before, when the branch was force-pushed since: the new commit does not
+    /// descend from it, and hotsync followed the new head.
+    #[serde(rename = "forcePushedFrom", skip_serializing_if = "Option::is_none")]
+    pub force_pushed_from: Option<String>,
 }
 
 impl SyncReport {
@@ -87,22 +112,117 @@ impl SyncReport {
 pub async fn load_desired(
     opts: &SyncOptions,
 ) -> Result<(CommitInfo, crate::manifest::Manifests), SyncError> {
-    let opts = opts.clone();
-    let r = tokio::task::spawn_blocking(move || -> Result<_, SourceError> {
-        let repo = Repo::open_or_clone(&opts.repo, &opts.cache_dir, &opts.fetch)?;
-        let rev = match (&opts.branch, crate::source::is_remote(&opts.repo)) {
+    let d = load_target(opts, &SyncTarget::default()).await?;
+    Ok((d.source, d.manifests))
+}
+
+/// Reads the desired sets at the branch's tip, or at the pinned revision, and tells whether the
+/// branch was force-pushed since `target.previous` (off the async runtime: libgit2 blocks). A corrupt
+/// cache clone is cloned again, once.
+///
+/// # Errors
+/// When the repository cannot be opened, fetched or read, or the revision is not the remote's.
+pub async fn load_target(opts: &SyncOptions, target: &SyncTarget) -> Result<Desired, SyncError> {
+    let (opts, target) = (opts.clone(), target.clone());
+    let r = tokio::task::spawn_blocking(move || -> Result<Desired, SourceError> {
+        let remote = crate::source::is_remote(&opts.repo);
+        let branch_rev = match (&opts.branch, remote) {
             (Some(b), true) => format!("origin/{b}"),
             (Some(b), false) => b.clone(),
             (None, true) => "origin/main".to_string(),
             (None, false) => "HEAD".to_string(),
         };
-        let commit = repo.resolve(&rev)?;
-        let info = repo.commit_info(commit)?;
-        let manifests = repo.load_at(commit, &opts.path, &opts.load)?;
-        Ok((info, manifests))
+        let read = |repo: &Repo, before: Option<git2::Oid>| -> Result<Desired, SourceError> {
+            let commit = match &target.revision {
+                Some(rev) if remote => repo.resolve_on_remote(rev, opts.fetch.depth)?,
+                Some(rev) => repo.resolve(rev)?,
+                // The commit a person made: hotsync's status commits on the branch are no source.
+                None => repo
+                    .skip_own_commits(repo.resolve(&branch_rev)?, remote.then_some(&opts.fetch))?,
+            };
+            let source = repo.commit_info(commit)?;
+            let manifests = repo.load_at(commit, &opts.path, &opts.load)?;
+            // A pinned revision follows no branch: there is nothing to have been force-pushed.
+            let previous = target
+                .revision
+                .is_none()
+                .then_some(target.previous.or(before))
+                .flatten();
+            let force_pushed_from = previous.and_then(|old| {
+                force_pushed(repo, commit, old, &opts.fetch, &branch_rev).then(|| old.to_string())
+            });
+            Ok(Desired {
+                source,
+                manifests,
+                force_pushed_from,
+            })
+        };
+        if !remote {
+            let repo = Repo::open(std::path::Path::new(&opts.repo))?;
+            return read(&repo, None);
+        }
+        let branch = branch_rev.trim_start_matches("origin/").to_string();
+        let (_, desired) = Repo::with_cache(&opts.repo, &opts.cache_dir, &opts.fetch, |repo| {
+            let before = repo.tracking_tip(&branch);
+            repo.fetch(&opts.fetch)?;
+            read(repo, before)
+        })?;
+        Ok(desired)
     })
     .await??;
     Ok(r)
+}
+
+/// How many commits beyond its depth a shallow cache fetches to tell a push of several commits from a
+/// force-push.
+const FORCE_PUSH_LOOKBACK: i32 = 32;
+
+/// Whether the branch moved from `old` to `new` by a rewrite; logged as a warning when it did. In a
+/// shallow cache, more history is fetched when the answer lies beyond its boundary.
+fn force_pushed(
+    repo: &Repo,
+    new: git2::Oid,
+    old: git2::Oid,
+    fetch: &crate::source::FetchOptions,
+    branch: &str,
+) -> bool {
+    use crate::source::Ancestry;
+    let mut ancestry = repo.ancestry(new, old);
+    if ancestry == Ancestry::Unknown && repo.is_shallow() {
+        // The commits between the two are beyond the boundary (a push of several commits): fetch a
+        // little more history, once.
+        let depth = fetch
+            .depth
+            .unwrap_or(1)
+            .max(1)
+            .saturating_add(FORCE_PUSH_LOOKBACK);
+        match repo.fetch_more(fetch, depth) {
+            Ok(()) => ancestry = repo.ancestry(new, old),
+            Err(e) => tracing::debug!(error = %error_chain(&e), "could not fetch more history"),
+        }
+    }
+    match ancestry {
+        Ancestry::Descends => false,
+        Ancestry::Rewritten => {
+            tracing::warn!(
+                repo = %repo.name(),
+                branch = branch.trim_start_matches("origin/"),
+                from = %old,
+                to = %new,
+                "the branch was force-pushed: {new} does not descend from {old}, the commit synced before; following the new head"
+            );
+            true
+        }
+        Ancestry::Unknown => {
+            tracing::info!(
+                repo = %repo.name(),
+                from = %old,
+                to = %new,
+                "cannot tell whether the branch was force-pushed: the shallow cache lacks the history between the two commits"
+            );
+            false
+        }
+    }
 }
 
 /// Runs one sync.
@@ -114,7 +234,25 @@ pub async fn sync(
     opts: &SyncOptions,
     progress: Option<&ProgressTx>,
 ) -> Result<SyncReport, SyncError> {
-    let (source, manifests) = load_desired(opts).await?;
+    sync_target(client, opts, &SyncTarget::default(), progress).await
+}
+
+/// Runs one sync of a pinned revision, or of the branch's tip with the commit synced before (see
+/// [`SyncTarget`]).
+///
+/// # Errors
+/// When Git cannot be read or the cluster lacks OKG; per-set failures are in the report.
+pub async fn sync_target(
+    client: &Client,
+    opts: &SyncOptions,
+    target: &SyncTarget,
+    progress: Option<&ProgressTx>,
+) -> Result<SyncReport, SyncError> {
+    let Desired {
+        source,
+        manifests,
+        force_pushed_from,
+    } = load_target(opts, target).await?;
     let errors: Vec<Located> = manifests
         .diagnostics
         .iter()
@@ -126,6 +264,7 @@ pub async fn sync(
             source,
             sets: Vec::new(),
             errors,
+            force_pushed_from,
         });
     }
     let first_ns = manifests
@@ -169,6 +308,7 @@ pub async fn sync(
         source,
         sets,
         errors,
+        force_pushed_from,
     })
 }
 

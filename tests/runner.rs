@@ -4,6 +4,7 @@ mod bad_input;
 mod daemon_run;
 mod deploy_manifests;
 mod formatting_props;
+mod git_faults;
 mod gitrepo;
 mod harness;
 mod plan_cases;

@@ -22,6 +22,7 @@ fn status(cluster: &str, name: &str, phase: Phase, message: Option<&str>) -> Set
         source: SourceRef {
             commit: SHA.into(),
             subject: "Bump sidecar to v0.2".into(),
+            force_pushed_from: None,
         },
         phase,
         message: message.map(str::to_string),

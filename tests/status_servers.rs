@@ -86,7 +86,11 @@ pub struct GitDaemon {
 
 impl GitDaemon {
     pub fn start(remote: &BareRemote) -> GitDaemon {
-        let port = free_port();
+        Self::start_on(remote, free_port())
+    }
+
+    /// On a given port: to bring a remote back where it was after stopping it.
+    pub fn start_on(remote: &BareRemote, port: u16) -> GitDaemon {
         let base = remote.root.path();
         // The daemon binary itself, not `git daemon`: `git` would run it as a child of its own, and
         // killing `git` would leave the daemon (and every file descriptor it inherited) behind.

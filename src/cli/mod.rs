@@ -52,6 +52,12 @@ pub struct SourceArgs {
     /// Where clones of remote repositories are kept.
     #[arg(long, env = "HOTSYNC_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Fetch only the last N commits of each branch of a remote (a shallow clone; 0: the whole
+    /// history, the default). It may change on an existing cache: a larger depth, or 0, fetches the
+    /// history it lacks; a smaller one keeps what the cache holds.
+    #[arg(long, env = "HOTSYNC_FETCH_DEPTH", value_name = "N",
+          value_parser = clap::value_parser!(i32).range(0..))]
+    pub fetch_depth: Option<i32>,
 }
 
 impl SourceArgs {
@@ -67,11 +73,20 @@ impl SourceArgs {
         self.cache_dir.clone().unwrap_or_else(default_cache_dir)
     }
 
+    /// The fetch depth, `None` for the whole history.
+    pub fn depth(&self) -> Option<i32> {
+        self.fetch_depth.filter(|d| *d > 0)
+    }
+
     pub fn open(&self) -> anyhow::Result<hotsync::source::Repo> {
+        let fetch = hotsync::source::FetchOptions {
+            depth: self.depth(),
+            ..Default::default()
+        };
         Ok(hotsync::source::Repo::open_or_clone(
             &self.repo,
             &self.cache_root(),
-            &Default::default(),
+            &fetch,
         )?)
     }
 }
@@ -127,6 +142,14 @@ pub enum Output {
 
 /// Runs a command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    if matches!(
+        cli.command,
+        Command::Plan(_) | Command::Sync(_) | Command::Validate(_)
+    ) {
+        // What the library warns about (a corrupt cache cloned again, a force-pushed branch) reaches
+        // stderr; the daemon sets its own format.
+        run::init_logs(run::LogFormat::Text, "warn");
+    }
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Plan(args) => plan::run(args),

@@ -63,9 +63,10 @@ pub enum LogFormat {
     Json,
 }
 
-fn init_logs(format: LogFormat) {
+/// Log lines to stderr, at `RUST_LOG`'s level (default: `default`).
+pub fn init_logs(format: LogFormat, default: &str) {
     let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -84,7 +85,7 @@ fn hostname() -> String {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
-    init_logs(args.log_format);
+    init_logs(args.log_format, "info");
     let webhook_secret = match &args.webhook_secret_file {
         Some(f) => Some(
             std::fs::read_to_string(f)
@@ -98,7 +99,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // The daemon never blocks on OKG's own rollouts: it reports them as progressing and looks again.
     rollout.wait = false;
     let mut sync = sync_options(&args.source, Some(args.branch.clone()), &rollout);
-    sync.fetch = args.auth.fetch_options()?;
+    sync.fetch = hotsync::source::FetchOptions {
+        depth: args.source.depth(),
+        ..args.auth.fetch_options()?
+    };
     let status = args
         .status
         .writer(

@@ -20,6 +20,10 @@ pub struct SyncArgs {
     /// The branch to sync (default: HEAD of a local repository, `main` of a remote one).
     #[arg(long, env = "HOTSYNC_BRANCH")]
     pub branch: Option<String>,
+    /// Sync this revision (a commit sha or a tag) instead of the branch's tip. Of a remote, it must
+    /// still be on one of its branches: a commit force-pushed away is refused.
+    #[arg(long, value_name = "REV")]
+    pub revision: Option<String>,
     #[command(flatten)]
     pub kube: KubeArgs,
     #[command(flatten)]
@@ -116,7 +120,10 @@ pub fn sync_options(
         path: source.path.clone(),
         load: source.load_options(),
         cache_dir: source.cache_root(),
-        fetch: Default::default(),
+        fetch: hotsync::source::FetchOptions {
+            depth: source.depth(),
+            ..Default::default()
+        },
         rollout: rollout.options(),
         set_concurrency: 4,
     }
@@ -127,7 +134,10 @@ pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
     rt.block_on(async move {
         let client = args.kube.client().await?;
         let mut opts = sync_options(&args.source, args.branch.clone(), &args.rollout);
-        opts.fetch = args.auth.fetch_options()?;
+        opts.fetch = hotsync::source::FetchOptions {
+            depth: args.source.depth(),
+            ..args.auth.fetch_options()?
+        };
         let tracked = args.branch.clone().unwrap_or_else(|| "main".to_string());
         let writer = if args.rollout.dry_run {
             None
@@ -147,8 +157,15 @@ pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let printer = tokio::spawn(print_progress(rx, std::io::stderr().is_terminal()));
         let overall = args.rollout.timeout + Duration::from_secs(30);
-        let report =
-            tokio::time::timeout(overall, hotsync::sync::sync(&client, &opts, Some(&tx))).await;
+        let target = hotsync::sync::SyncTarget {
+            revision: args.revision.clone(),
+            previous: None,
+        };
+        let report = tokio::time::timeout(
+            overall,
+            hotsync::sync::sync_target(&client, &opts, &target, Some(&tx)),
+        )
+        .await;
         drop(tx);
         printer.await?;
         let report = match report {
@@ -219,6 +236,14 @@ pub fn render_text(report: &SyncReport) -> String {
         &report.source.sha[..report.source.sha.len().min(12)],
         report.source.subject
     );
+    if let Some(old) = &report.force_pushed_from {
+        let _ = writeln!(
+            s,
+            "warning: the branch was force-pushed: {} does not descend from {}, the commit synced before; synced the new head",
+            &report.source.sha[..report.source.sha.len().min(12)],
+            &old[..old.len().min(12)]
+        );
+    }
     for e in &report.errors {
         let _ = writeln!(
             s,

@@ -38,6 +38,11 @@ pub struct Metrics {
     pub drift_detected: Counter,
     pub webhook_requests: Family<ResultLabel, Counter>,
     pub polls: Family<ResultLabel, Counter>,
+    /// The wait before the next poll while the repository cannot be reached; 0 while it answers.
+    pub git_backoff_seconds: Gauge<f64, AtomicU64>,
+    /// Consecutive polls that could not reach the repository.
+    pub git_poll_failures: Gauge,
+    pub force_pushes: Counter,
 }
 
 impl Metrics {
@@ -56,6 +61,9 @@ impl Metrics {
             drift_detected: Counter::default(),
             webhook_requests: Family::default(),
             polls: Family::default(),
+            git_backoff_seconds: Gauge::default(),
+            git_poll_failures: Gauge::default(),
+            force_pushes: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("hotsync");
         r.register(
@@ -117,6 +125,21 @@ impl Metrics {
             "polls",
             "Polls of the repository by result (unchanged, changed, error)",
             m.polls.clone(),
+        );
+        r.register(
+            "git_backoff_seconds",
+            "Seconds the poll waits before asking the repository again while it cannot be reached (0 while it answers)",
+            m.git_backoff_seconds.clone(),
+        );
+        r.register(
+            "git_poll_failures",
+            "Consecutive polls that could not reach the repository",
+            m.git_poll_failures.clone(),
+        );
+        r.register(
+            "branch_force_pushes",
+            "Times the tracked branch was found force-pushed (its new head does not descend from the commit synced before)",
+            m.force_pushes.clone(),
         );
         m
     }

@@ -154,19 +154,7 @@ pub async fn run(
     // Without a lease this replica always leads; the sender lives as long as the daemon, so that the
     // sync loop never sees the channel close.
     let _always_leading = cfg.lease.is_none().then_some(leading_tx_keep);
-    // Poll.
-    {
-        let (trigger, mut stop, every) = (trigger.clone(), shutdown.clone(), cfg.interval);
-        tasks.spawn(async move {
-            loop {
-                trigger.notify_one();
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = stopped(&mut stop) => return ("poll", Ok(())),
-                }
-            }
-        });
-    }
+    // The poll is the sync loop's own timer: it backs off while the repository cannot be reached.
     // A local repository's files.
     let _watcher = if cfg.watch_local && !crate::source::is_remote(&cfg.sync.repo) {
         Some(watch_local(&cfg.sync.repo, trigger.clone())?)
@@ -204,6 +192,8 @@ pub async fn run(
             shutdown: shutdown.clone(),
             last_tip: None,
             failures: 0,
+            poll_failures: 0,
+            previous: None,
         };
         tasks.spawn(async move { ("sync", looper.run(trigger).await) });
     }
@@ -279,119 +269,201 @@ struct SyncLoop {
     last_tip: Option<git2::Oid>,
     /// Consecutive failed syncs, for backoff.
     failures: u32,
+    /// Consecutive polls that could not reach the repository, for the poll's backoff.
+    poll_failures: u32,
+    /// The commit of the last sync that applied Git to the cluster: a new commit that does not descend
+    /// from it means the branch was force-pushed.
+    previous: Option<git2::Oid>,
+}
+
+/// The longest wait between two polls of a repository that cannot be reached.
+const MAX_POLL_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The wait before the next poll after `failures` consecutive polls that could not reach the
+/// repository: the interval, doubled per failure, up to [`MAX_POLL_BACKOFF`] (or the interval, when
+/// that is longer).
+pub fn poll_backoff(interval: Duration, failures: u32) -> Duration {
+    if failures == 0 {
+        return interval;
+    }
+    let cap = MAX_POLL_BACKOFF.max(interval);
+    interval
+        .saturating_mul(2u32.saturating_pow(failures.min(20)))
+        .min(cap)
 }
 
 impl SyncLoop {
     async fn run(mut self, trigger: Arc<Notify>) -> Result<(), DaemonError> {
         let mut next_retry = tokio::time::Instant::now();
+        let mut next_poll = tokio::time::Instant::now();
+        self.previous = self.cached_tip().await;
         loop {
             tokio::select! {
                 _ = trigger.notified() => {}
+                _ = tokio::time::sleep_until(next_poll) => {}
                 _ = self.leading.changed() => {}
                 _ = stopped(&mut self.shutdown) => return Ok(()),
             }
-            let leading = *self.leading.borrow();
-            self.shared.metrics.leader.set(i64::from(leading));
-            if !leading {
-                // A follower is ready once it can reach the cluster; it writes nothing.
-                self.shared.ready.store(true, Ordering::SeqCst);
-                self.last_tip = None;
-                continue;
+            self.attempt(&mut next_retry).await;
+            next_poll =
+                tokio::time::Instant::now() + poll_backoff(self.cfg.interval, self.poll_failures);
+        }
+    }
+
+    /// One wake-up of the loop: ask for the tip, and sync when it moved (or a sync is due).
+    async fn attempt(&mut self, next_retry: &mut tokio::time::Instant) {
+        let leading = *self.leading.borrow();
+        self.shared.metrics.leader.set(i64::from(leading));
+        if !leading {
+            // A follower is ready once it can reach the cluster; it writes nothing.
+            self.shared.ready.store(true, Ordering::SeqCst);
+            self.last_tip = None;
+            return;
+        }
+        let tip = match self.tip().await {
+            Ok(t) => {
+                self.reachable();
+                t
             }
-            let tip = match self.tip().await {
-                Ok(t) => t,
-                Err(e) => {
-                    self.shared
-                        .metrics
-                        .polls
-                        .get_or_create(&metrics::ResultLabel { result: "error" })
-                        .inc();
-                    self.shared
-                        .metrics
-                        .failures
-                        .get_or_create(&metrics::CategoryLabel {
-                            category: e.category(),
-                        })
-                        .inc();
-                    tracing::warn!(category = e.category(), error = %crate::sync::error_chain(&e), "cannot reach the repository");
-                    continue;
-                }
-            };
-            let forced = self.force.swap(false, Ordering::SeqCst);
-            if !forced && tip.is_some() && tip == self.last_tip {
-                self.shared
-                    .metrics
-                    .polls
-                    .get_or_create(&metrics::ResultLabel {
-                        result: "unchanged",
-                    })
-                    .inc();
-                continue;
+            Err(e) => {
+                self.unreachable(&e);
+                return;
             }
-            if !forced
-                && self.failures > 0
-                && tokio::time::Instant::now() < next_retry
-                && tip == self.last_tip
-            {
-                continue;
-            }
+        };
+        let forced = self.force.swap(false, Ordering::SeqCst);
+        if !forced && tip.is_some() && tip == self.last_tip {
             self.shared
                 .metrics
                 .polls
-                .get_or_create(&metrics::ResultLabel { result: "changed" })
+                .get_or_create(&metrics::ResultLabel {
+                    result: "unchanged",
+                })
                 .inc();
-            let ok = self.sync_once().await;
-            if ok {
-                self.failures = 0;
-                self.last_tip = tip;
-            } else {
-                self.failures += 1;
-                let backoff = self
-                    .cfg
-                    .interval
-                    .saturating_mul(2u32.saturating_pow(self.failures.min(5)));
-                next_retry = tokio::time::Instant::now() + backoff.min(Duration::from_secs(600));
-                self.last_tip = None;
-            }
+            return;
         }
+        if !forced
+            && self.failures > 0
+            && tokio::time::Instant::now() < *next_retry
+            && tip == self.last_tip
+        {
+            return;
+        }
+        self.shared
+            .metrics
+            .polls
+            .get_or_create(&metrics::ResultLabel { result: "changed" })
+            .inc();
+        let ok = self.sync_once().await;
+        if ok {
+            self.failures = 0;
+            self.last_tip = tip;
+        } else {
+            self.failures += 1;
+            let backoff = self
+                .cfg
+                .interval
+                .saturating_mul(2u32.saturating_pow(self.failures.min(5)));
+            *next_retry = tokio::time::Instant::now() + backoff.min(Duration::from_secs(600));
+            self.last_tip = None;
+        }
+    }
+
+    /// A poll reached the repository: the backoff ends.
+    fn reachable(&mut self) {
+        if self.poll_failures > 0 {
+            tracing::info!(
+                repo = %crate::status::redact_url_userinfo(&self.cfg.sync.repo),
+                failed_polls = self.poll_failures,
+                "the repository answers again; polling every {:?}",
+                self.cfg.interval
+            );
+        }
+        self.poll_failures = 0;
+        let m = &self.shared.metrics;
+        m.git_poll_failures.set(0);
+        m.git_backoff_seconds.set(0.0);
+    }
+
+    /// A poll could not reach the repository: count it, say so, and back off.
+    fn unreachable(&mut self, e: &SourceError) {
+        self.poll_failures = self.poll_failures.saturating_add(1);
+        let backoff = poll_backoff(self.cfg.interval, self.poll_failures);
+        let m = &self.shared.metrics;
+        m.polls
+            .get_or_create(&metrics::ResultLabel { result: "error" })
+            .inc();
+        m.failures
+            .get_or_create(&metrics::CategoryLabel {
+                category: e.category(),
+            })
+            .inc();
+        m.git_poll_failures.set(i64::from(self.poll_failures));
+        m.git_backoff_seconds.set(backoff.as_secs_f64());
+        let repo = crate::status::redact_url_userinfo(&self.cfg.sync.repo);
+        tracing::warn!(
+            repo = %repo,
+            branch = %self.cfg.branch,
+            category = e.category(),
+            failed_polls = self.poll_failures,
+            retry_in_seconds = backoff.as_secs_f64(),
+            error = %crate::sync::error_chain(e),
+            "cannot reach the repository {repo}: next poll in {backoff:?}"
+        );
+    }
+
+    /// The commit the cache clone last fetched for the branch, from an earlier run: what a first sync
+    /// compares with to tell a force-push.
+    async fn cached_tip(&self) -> Option<git2::Oid> {
+        let (opts, branch) = (self.cfg.sync.clone(), self.cfg.branch.clone());
+        if !crate::source::is_remote(&opts.repo) {
+            return None;
+        }
+        tokio::task::spawn_blocking(move || {
+            if !Repo::cache_path(&opts.repo, &opts.cache_dir).exists() {
+                return None;
+            }
+            Repo::open_bare_cache(&opts.repo, &opts.cache_dir)
+                .ok()?
+                .tracking_tip(&branch)
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// The branch's tip by one ref negotiation (no objects fetched when it is unchanged). Commits of
     /// hotsync's own (status commits on the tracked branch) are stepped over: the tip that counts is
-    /// the newest commit a person made.
+    /// the newest commit a person made. In a shallow cache, more history is fetched when a status
+    /// commit's parent lies beyond the boundary; a corrupt cache is cloned again.
     async fn tip(&self) -> Result<Option<git2::Oid>, SourceError> {
         let opts = self.cfg.sync.clone();
         let branch = self.cfg.branch.clone();
         let last = self.last_tip;
         let joined =
             tokio::task::spawn_blocking(move || -> Result<Option<git2::Oid>, SourceError> {
-                let remote = crate::source::is_remote(&opts.repo);
-                let repo = if remote {
-                    Repo::open_bare_cache(&opts.repo, &opts.cache_dir)?
-                } else {
-                    Repo::open(std::path::Path::new(&opts.repo))?
+                let step_over_own = |repo: &Repo, tip: git2::Oid| -> Result<_, SourceError> {
+                    if !repo.has_commit(tip) {
+                        repo.fetch(&opts.fetch)?;
+                    }
+                    repo.skip_own_commits(tip, Some(&opts.fetch))
                 };
-                let tip = if remote {
-                    repo.remote_tip(&branch, &opts.fetch)?
-                } else {
-                    repo.resolve(&branch).or_else(|_| repo.resolve("HEAD")).ok()
+                if !crate::source::is_remote(&opts.repo) {
+                    let repo = Repo::open(std::path::Path::new(&opts.repo))?;
+                    let tip = repo.resolve(&branch).or_else(|_| repo.resolve("HEAD")).ok();
+                    return tip.map(|t| repo.skip_own_commits(t, None)).transpose();
+                }
+                let Some(tip) = Repo::open_bare_cache(&opts.repo, &opts.cache_dir)?
+                    .remote_tip(&branch, &opts.fetch)?
+                else {
+                    return Ok(None);
                 };
-                let Some(mut tip) = tip else { return Ok(None) };
                 if Some(tip) == last {
                     return Ok(Some(tip));
                 }
-                if remote && repo.commit_message(tip).is_err() {
-                    repo.fetch(&opts.fetch)?;
-                }
-                for _ in 0..100 {
-                    let own = repo
-                        .commit_message(tip)
-                        .is_ok_and(|m| crate::status::is_hotsync_commit(&m));
-                    match repo.first_parent(tip) {
-                        Some(parent) if own => tip = parent,
-                        _ => break,
-                    }
-                }
+                let (_, tip) =
+                    Repo::with_cache(&opts.repo, &opts.cache_dir, &opts.fetch, |repo| {
+                        step_over_own(repo, tip)
+                    })?;
                 Ok(Some(tip))
             })
             .await;
@@ -421,7 +493,11 @@ impl SyncLoop {
             })
         };
         let result = {
-            let fut = crate::sync::sync(&self.client, &self.cfg.sync, Some(&tx));
+            let target = crate::sync::SyncTarget {
+                revision: None,
+                previous: self.previous,
+            };
+            let fut = crate::sync::sync_target(&self.client, &self.cfg.sync, &target, Some(&tx));
             tokio::pin!(fut);
             let mut stop = self.shutdown.clone();
             tokio::select! {
@@ -449,6 +525,20 @@ impl SyncLoop {
         match result {
             Ok(report) => {
                 self.record(&report);
+                if report.errors.is_empty() {
+                    self.previous = git2::Oid::from_str(&report.source.sha).ok();
+                }
+                if let Some(old) = &report.force_pushed_from {
+                    m.force_pushes.inc();
+                    publish_force_push(
+                        &self.client,
+                        &self.recorder,
+                        &self.cfg.branch,
+                        old,
+                        &report,
+                    )
+                    .await;
+                }
                 if let Some(sink) = &self.cfg.status {
                     // Written after every sync that ran; the writer commits only when a file changed,
                     // that is on a change of phase or of a pod's state.
@@ -563,6 +653,38 @@ impl SyncLoop {
     }
 }
 
+/// A `BranchForcePushed` Event on each set the sync touched: the branch was rewritten, and the set now
+/// follows the new head.
+async fn publish_force_push(
+    client: &Client,
+    recorder: &Recorder,
+    branch: &str,
+    old: &str,
+    report: &SyncReport,
+) {
+    let short = |s: &str| s.chars().take(12).collect::<String>();
+    let subject: String = report.source.subject.chars().take(200).collect();
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: "BranchForcePushed".into(),
+        note: Some(format!(
+            "branch {branch} was force-pushed: {} ({subject}) does not descend from {}, the commit synced before; following the new head",
+            short(&report.source.sha),
+            short(old),
+        )),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    for set in &report.sets {
+        let api: Api<crate::model::GameServerSet> = Api::namespaced(client.clone(), &set.namespace);
+        if let Ok(g) = api.get(&set.name).await {
+            if let Err(e) = recorder.publish(&ev, &g.object_ref(&())).await {
+                tracing::debug!(error = %e, "could not publish an event");
+            }
+        }
+    }
+}
+
 /// Turns rollout progress into Events on the set and into metrics.
 async fn publish_progress(
     client: &Client,
@@ -612,5 +734,26 @@ async fn publish_progress(
         if let Err(e) = recorder.publish(&ev, &g.object_ref(&())).await {
             tracing::debug!(error = %e, "could not publish an event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_poll_backs_off_by_doubling_per_failure_up_to_a_cap() {
+        let every = Duration::from_millis(300);
+        assert_eq!(poll_backoff(every, 0), every, "no failure: the interval");
+        assert_eq!(poll_backoff(every, 1), Duration::from_millis(600));
+        assert_eq!(poll_backoff(every, 3), Duration::from_millis(2_400));
+        assert_eq!(poll_backoff(every, 30), MAX_POLL_BACKOFF, "capped");
+        assert_eq!(poll_backoff(every, u32::MAX), MAX_POLL_BACKOFF);
+        let hourly = Duration::from_secs(3_600);
+        assert_eq!(
+            poll_backoff(hourly, 2),
+            hourly,
+            "never shorter than the interval"
+        );
     }
 }

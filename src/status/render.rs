@@ -46,6 +46,10 @@ impl std::fmt::Display for Phase {
 pub struct SourceRef {
     pub commit: String,
     pub subject: String,
+    /// The commit synced before, when the branch was force-pushed since and `commit` does not descend
+    /// from it.
+    #[serde(rename = "forcePushedFrom", skip_serializing_if = "Option::is_none")]
+    pub force_pushed_from: Option<String>,
 }
 
 /// A container of the set's pod template and the image it should run.
@@ -175,6 +179,7 @@ mod tests {
             source: SourceRef {
                 commit: "0123456789abcdef0123456789abcdef01234567".into(),
                 subject: "Bump sidecar to v0.2: faster: yes".into(),
+                force_pushed_from: None,
             },
             phase: Phase::Progressing,
             message: None,
@@ -248,6 +253,20 @@ mod tests {
             out.find("containers:").unwrap_or(usize::MAX),
         );
         assert!(p < m && m < c, "{out}");
+    }
+
+    #[test]
+    fn a_force_push_is_rendered_in_the_source_block_only_when_there_was_one() {
+        let mut s = sample();
+        assert!(!s.render().contains("forcePushedFrom"));
+        s.source.force_pushed_from = Some("fedcba9876543210fedcba9876543210fedcba98".into());
+        let out = s.render();
+        assert!(
+            out.starts_with(
+                "source:\n  commit: 0123456789abcdef0123456789abcdef01234567\n  subject: \"Bump sidecar to v0.2: faster: yes\"\n  forcePushedFrom: fedcba9876543210fedcba9876543210fedcba98\nphase: Progressing\n"
+            ),
+            "{out}"
+        );
     }
 
     #[test]

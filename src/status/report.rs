@@ -73,6 +73,7 @@ pub async fn statuses(client: &Client, cluster: &str, report: &SyncReport) -> Ve
             source: SourceRef {
                 commit: report.source.sha.clone(),
                 subject: report.source.subject.clone(),
+                force_pushed_from: report.force_pushed_from.clone(),
             },
             phase: phase(set, &reports),
             message: set.message.clone(),
