@@ -267,3 +267,43 @@ pub fn image_overrides(live: &LiveSet) -> Vec<String> {
         })
         .collect()
 }
+
+/// The backoff of hotsync's watches (and the simulation's): 100 ms doubling to 3 s, reset by the first
+/// event that arrives.
+///
+/// kube's default (800 ms doubling to 30 s, reset only after two quiet minutes) is kind to a struggling
+/// API server but slow to come back from a restart: a restarted kube-apiserver answers a resumed watch
+/// with 410 Gone until its watch cache has caught up, and each of those answers doubled the wait, so a
+/// rollout watched that way sat still for half a minute after the server was back. Two watches per
+/// daemon can afford to ask more often.
+#[derive(Clone, Debug)]
+pub struct WatchBackoff {
+    next: std::time::Duration,
+}
+
+impl WatchBackoff {
+    const MIN: std::time::Duration = std::time::Duration::from_millis(100);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(3);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff { next: Self::MIN }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<std::time::Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+}

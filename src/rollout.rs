@@ -498,7 +498,10 @@ impl PodWatch {
         let cfg = watcher::Config::default().labels(&format!("{LABEL_OWNER_GSS}={}", ctx.name));
         let (store, writer) = reflector::store();
         let (tx, changed) = tokio::sync::watch::channel(0u64);
-        let stream = reflector::reflector(writer, watcher(api, cfg).default_backoff());
+        let stream = reflector::reflector(
+            writer,
+            watcher(api, cfg).backoff(live::WatchBackoff::default()),
+        );
         let task = tokio::spawn(async move {
             let mut n = 0u64;
             let mut s = std::pin::pin!(stream);

@@ -39,7 +39,9 @@ pub async fn run(
         .page_size(50);
     let mut stream = std::pin::pin!(reflector::reflector(
         writer,
-        watcher(pods, cfg).default_backoff().modify(slim)
+        watcher(pods, cfg)
+            .backoff(crate::live::WatchBackoff::default())
+            .modify(slim)
     ));
     let mut reported: BTreeSet<String> = BTreeSet::new();
     loop {

@@ -112,6 +112,7 @@ pub(crate) async fn run(
         with_owner,
         move |gs: GameServer| owner_of(gs.labels(), gs.namespace()),
     )
+    .trigger_backoff(crate::live::WatchBackoff::default())
     .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
     .run(reconcile, error_policy, ctx)
     .for_each(|res| async move {
