@@ -270,6 +270,87 @@ impl LocalCluster {
         client_from_kubeconfig(&self.env.kubeconfig).await
     }
 
+    /// Kills kube-apiserver with SIGKILL (a crash, not a shutdown), leaves it down for `down_for`, and
+    /// starts it again with the same command line (same port, certificates and tokens) on the same etcd,
+    /// whose data is kept. Returns once `/readyz` answers again.
+    ///
+    /// # Errors
+    /// [`ClusterError::Io`] when the process cannot be read, signalled or started;
+    /// [`ClusterError::Script`] when it does not become ready within a minute.
+    pub async fn restart_apiserver(&mut self, down_for: Duration) -> Result<(), ClusterError> {
+        let dir = self.cluster_dir();
+        let pid = self.env.apiserver_pid;
+        let proc_cmdline = PathBuf::from(format!("/proc/{pid}/cmdline"));
+        let cmdline = std::fs::read(&proc_cmdline).map_err(io_err(&proc_cmdline))?;
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let status = tokio::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .await
+            .map_err(io_err(&proc_cmdline))?;
+        if !status.success() {
+            return Err(ClusterError::Script {
+                script: "kill -KILL kube-apiserver",
+                status: status.to_string(),
+                output: String::new(),
+            });
+        }
+        // The server was started in a session of its own and is reaped by init: wait until it is gone.
+        while proc_cmdline.exists() && std::fs::read(&proc_cmdline).is_ok_and(|c| !c.is_empty()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(down_for).await;
+        let pidfile = dir.join("apiserver.pid");
+        let _ = std::fs::remove_file(&pidfile);
+        // The same detached start as the start script's: own session, pid written by the process itself.
+        let spawn = r#"pidfile="$1"; logfile="$2"; shift 2
+setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 &"#;
+        let status = tokio::process::Command::new("bash")
+            .arg("-c")
+            .arg(spawn)
+            .arg("restart-apiserver")
+            .arg(&pidfile)
+            .arg(dir.join("apiserver.log"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .status()
+            .await
+            .map_err(io_err(&pidfile))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let client = self.client().await?;
+        loop {
+            if let Some(new_pid) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok())
+            {
+                self.env.apiserver_pid = new_pid;
+                // Ready when it answers and serves our custom resources again.
+                let sets: Api<GameServerSet> = Api::all(client.clone());
+                if client.apiserver_version().await.is_ok()
+                    && sets
+                        .list(&kube::api::ListParams::default().limit(1))
+                        .await
+                        .is_ok()
+                {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let log = std::fs::read(dir.join("apiserver.log")).unwrap_or_default();
+                return Err(ClusterError::Script {
+                    script: "restart of kube-apiserver",
+                    status: status.to_string(),
+                    output: tail(&log, 30),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stops kube-apiserver and etcd and removes the cluster's files. Idempotent.
     ///
     /// # Errors
