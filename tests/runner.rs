@@ -1,6 +1,7 @@
 //! All integration tests, built into one binary (one link, one API server for the whole run).
 
 mod bad_input;
+mod crash_safety;
 mod daemon_run;
 mod deploy_manifests;
 mod formatting_props;
