@@ -312,13 +312,13 @@ impl Repo {
         let mut remote = self
             .repo
             .find_remote("origin")
-            .map_err(|source| SourceError::Fetch {
-                url: self.name.clone(),
-                source,
-            })?;
-        let url = redact(remote.url().unwrap_or_default());
+            .map_err(|e| fetch_error(&self.name, &e))?;
+        let raw_url = remote.url().unwrap_or_default().to_string();
+        let url = redact(&raw_url);
+        let remote_url = crate::status::auth::RemoteUrl::parse(&raw_url);
+        let session = crate::status::auth::Session::default();
         let mut fo = git2::FetchOptions::new();
-        fo.remote_callbacks(opts.callbacks());
+        fo.remote_callbacks(opts.callbacks(&remote_url, &session));
         fo.download_tags(git2::AutotagOption::None);
         fo.prune(git2::FetchPrune::On);
         match depth.filter(|d| *d > 0) {
@@ -337,7 +337,7 @@ impl Repo {
                 Some(&mut fo),
                 None,
             )
-            .map_err(|source| SourceError::Fetch { url, source })
+            .map_err(|e| fetch_error(&url, &e))
     }
 
     /// Fetches `depth` commits of each branch, to see further back in a shallow cache (a cache with
@@ -718,17 +718,18 @@ impl Repo {
         let mut remote = self
             .repo
             .find_remote("origin")
-            .map_err(|source| SourceError::Fetch {
-                url: self.name.clone(),
-                source,
-            })?;
-        let url = redact(remote.url().unwrap_or_default());
-        let err = |source| SourceError::Fetch {
-            url: url.clone(),
-            source,
-        };
+            .map_err(|e| fetch_error(&self.name, &e))?;
+        let raw_url = remote.url().unwrap_or_default().to_string();
+        let url = redact(&raw_url);
+        let err = |e: git2::Error| fetch_error(&url, &e);
+        let remote_url = crate::status::auth::RemoteUrl::parse(&raw_url);
+        let session = crate::status::auth::Session::default();
         let conn = remote
-            .connect_auth(git2::Direction::Fetch, Some(opts.callbacks()), None)
+            .connect_auth(
+                git2::Direction::Fetch,
+                Some(opts.callbacks(&remote_url, &session)),
+                None,
+            )
             .map_err(err)?;
         let heads = conn
             .list()
@@ -919,31 +920,27 @@ fn join(prefix: &str, path: &str) -> String {
 pub struct FetchOptions {
     /// Shallow fetch depth; `None` for full history.
     pub depth: Option<i32>,
-    /// An HTTPS token (sent as the password of user `x-access-token`).
-    pub token: Option<String>,
-    /// An SSH private key file.
-    pub ssh_key: Option<PathBuf>,
+    /// Credentials and the SSH host-key policy: the same as the status writer's, so that a
+    /// passphrase-protected key, the ssh-agent and known_hosts work for reading as for writing.
+    pub auth: crate::status::GitAuth,
 }
 
 impl FetchOptions {
-    fn callbacks(&self) -> git2::RemoteCallbacks<'_> {
-        let mut cb = git2::RemoteCallbacks::new();
-        cb.credentials(move |_url, user, allowed| {
-            if allowed.contains(git2::CredentialType::SSH_KEY) {
-                if let Some(key) = &self.ssh_key {
-                    return git2::Cred::ssh_key(user.unwrap_or("git"), None, key, None);
-                }
-                return git2::Cred::ssh_key_from_agent(user.unwrap_or("git"));
-            }
-            if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
-                if let Some(token) = &self.token {
-                    return git2::Cred::userpass_plaintext("x-access-token", token);
-                }
-            }
-            Err(git2::Error::from_str(
-                "no credentials configured for this remote",
-            ))
-        });
-        cb
+    /// libgit2 callbacks for one connection to `url`; see [`crate::status::auth::callbacks`].
+    fn callbacks<'a>(
+        &'a self,
+        url: &'a crate::status::auth::RemoteUrl,
+        session: &'a crate::status::auth::Session,
+    ) -> git2::RemoteCallbacks<'a> {
+        crate::status::auth::callbacks(&self.auth, url, session)
+    }
+}
+
+/// A fetch error without the secrets it may carry: the user-info of URLs (a token in the remote's URL).
+fn fetch_error(url: &str, e: &git2::Error) -> SourceError {
+    let redact = crate::status::redact_url_userinfo;
+    SourceError::Fetch {
+        url: redact(url),
+        source: git2::Error::new(e.code(), e.class(), redact(e.message())),
     }
 }

@@ -69,13 +69,10 @@ impl GitAuthArgs {
 
     /// The same credentials for fetching manifests.
     pub fn fetch_options(&self) -> anyhow::Result<hotsync::source::FetchOptions> {
-        let mut fo = hotsync::source::FetchOptions::default();
-        match self.auth()? {
-            GitAuth::HttpsToken { token } => fo.token = Some(token),
-            GitAuth::SshKey { key, .. } => fo.ssh_key = Some(key),
-            _ => {}
-        }
-        Ok(fo)
+        Ok(hotsync::source::FetchOptions {
+            auth: self.auth()?,
+            ..Default::default()
+        })
     }
 }
 

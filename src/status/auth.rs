@@ -213,7 +213,7 @@ fn split_host_port(hostport: &str) -> (String, Option<u16>) {
 
 /// What the callbacks saw during one connection, read after libgit2 returns to classify its error.
 #[derive(Debug, Default)]
-pub(crate) struct Session {
+pub struct Session {
     /// How many times a secret-bearing credential was asked for.
     secret_requests: Cell<u32>,
     /// The remote rejected the credential we offered.

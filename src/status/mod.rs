@@ -192,7 +192,7 @@ impl Redactor {
 }
 
 /// Replaces the user-info of every `scheme://user:password@host` in `text` with `***`.
-pub(crate) fn redact_url_userinfo(text: &str) -> String {
+pub fn redact_url_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("://") {
