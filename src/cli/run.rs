@@ -150,7 +150,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             let _ = stop_tx.send(true);
             Ok::<(), std::io::Error>(())
         });
-        tracing::info!(repo = %cfg.sync.repo, branch = %cfg.branch, listen = %cfg.listen, "hotsync run");
+        tracing::info!(repo = %hotsync::status::redact_url_userinfo(&cfg.sync.repo), branch = %cfg.branch, listen = %cfg.listen, "hotsync run");
         let result = hotsync::daemon::run(client, cfg, stop).await;
         signals.abort();
         result.map_err(anyhow::Error::from)?;
