@@ -131,11 +131,13 @@ pub async fn run(
                 }
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(cfg.renew_every()) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
+        // A closed channel (the daemon is going away) stops the election as a stop does; otherwise
+        // `changed()` would return at once, every time, and this loop would spin.
+        let closed = tokio::select! {
+            _ = tokio::time::sleep(cfg.renew_every()) => false,
+            r = shutdown.changed() => r.is_err(),
+        };
+        if closed || *shutdown.borrow() {
             leading.send_if_modified(|l| std::mem::replace(l, false));
             release(&api, &cfg).await;
             return Ok(());
