@@ -157,7 +157,14 @@ pub async fn run(
     // The poll is the sync loop's own timer: it backs off while the repository cannot be reached.
     // A local repository's files.
     let _watcher = if cfg.watch_local && !crate::source::is_remote(&cfg.sync.repo) {
-        Some(watch_local(&cfg.sync.repo, trigger.clone())?)
+        // An optimisation over the poll, never a reason to stop: without it, the poll finds the change.
+        match watch_local(&cfg.sync.repo, trigger.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %crate::sync::error_chain(&e), interval = ?cfg.interval, "not watching the repository's files; the poll picks changes up");
+                None
+            }
+        }
     } else {
         None
     };
@@ -191,6 +198,7 @@ pub async fn run(
             leading,
             shutdown: shutdown.clone(),
             last_tip: None,
+            failed_tip: None,
             failures: 0,
             poll_failures: 0,
             previous: None,
@@ -227,6 +235,10 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// Watches what moves when a local repository's branches move: the git directory itself (`HEAD`,
+/// `packed-refs`) and `refs/` below it. Objects are not watched: a push writes them before it moves a
+/// ref, and their directories (a push's temporary ones among them, owned by whoever pushed) would
+/// only cost watches and permission errors.
 fn watch_local(
     repo: &str,
     trigger: Arc<Notify>,
@@ -247,11 +259,15 @@ fn watch_local(
         path: repo.to_string(),
         source,
     })?;
-    w.watch(&git_dir, notify::RecursiveMode::Recursive)
-        .map_err(|source| DaemonError::Watch {
-            path: git_dir.display().to_string(),
+    for (dir, mode) in [
+        (git_dir.clone(), notify::RecursiveMode::NonRecursive),
+        (git_dir.join("refs"), notify::RecursiveMode::Recursive),
+    ] {
+        w.watch(&dir, mode).map_err(|source| DaemonError::Watch {
+            path: dir.display().to_string(),
             source,
         })?;
+    }
     Ok(w)
 }
 
@@ -267,6 +283,8 @@ struct SyncLoop {
     shutdown: watch::Receiver<bool>,
     /// The tip last synced to completion: a poll that finds it again does nothing.
     last_tip: Option<git2::Oid>,
+    /// The tip whose sync failed last, retried only once the backoff has passed.
+    failed_tip: Option<git2::Oid>,
     /// Consecutive failed syncs, for backoff.
     failures: u32,
     /// Consecutive polls that could not reach the repository, for the poll's backoff.
@@ -344,8 +362,9 @@ impl SyncLoop {
         if !forced
             && self.failures > 0
             && tokio::time::Instant::now() < *next_retry
-            && tip == self.last_tip
+            && tip == self.failed_tip
         {
+            // The same commit failed a moment ago: wait out the backoff (a new commit syncs at once).
             return;
         }
         self.shared
@@ -365,6 +384,7 @@ impl SyncLoop {
                 .saturating_mul(2u32.saturating_pow(self.failures.min(5)));
             *next_retry = tokio::time::Instant::now() + backoff.min(Duration::from_secs(600));
             self.last_tip = None;
+            self.failed_tip = tip;
         }
     }
 
