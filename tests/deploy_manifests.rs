@@ -825,6 +825,182 @@ async fn hot_update_with_the_cluster_role(env: &TestEnv, limited: &kube::Client)
                 hotsync::sync::error_chain(&e)
             )
         });
+
+    // The binary as the image runs it: user 65532, no group of root's, the same rights.
+    let run = NonRootDaemon::start(env, &repo);
+    repo.write(
+        "sets/minecraft.yaml",
+        &harness::seed_manifest(&env.namespace, 2, "v0.4", ""),
+    );
+    repo.commit_all("bump sidecar to v0.4");
+    run.push(&repo);
+    env.eventually(
+        "hotsync run as user 65532 to roll v0.4 out",
+        CONVERGE,
+        || async {
+            let pods = env.pods("minecraft").await;
+            let done = pods.len() == 2
+                && pods.iter().all(|p| {
+                    hotsync::live::container_status(p, "sidecar").is_some_and(|s| {
+                        s.image == "registry.example.com/sidecar:v0.4"
+                            && s.ready
+                            && s.restart_count == 3
+                    })
+                });
+            if done {
+                Ok(())
+            } else {
+                Err(run.log())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        run.uids(),
+        "65532\t65532\t65532\t65532",
+        "the daemon's real, effective, saved and file-system user ids"
+    );
+}
+
+/// `hotsync run` started as user and group 65532 (the image's `USER`) with the limited user's token:
+/// the binary, its kubeconfig and the repository are copied where that user can read them.
+struct NonRootDaemon {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl NonRootDaemon {
+    fn start(env: &TestEnv, repo: &TempRepo) -> NonRootDaemon {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let d = dir.path();
+        let chmod = |p: &Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
+        };
+        chmod(d, 0o755);
+        let bin = d.join("hotsync");
+        std::fs::copy(env!("CARGO_BIN_EXE_hotsync"), &bin).unwrap_or_else(|e| panic!("{e}"));
+        chmod(&bin, 0o755);
+        let mut kc =
+            kube::config::Kubeconfig::read_from(&env.kubeconfig).unwrap_or_else(|e| panic!("{e}"));
+        for a in &mut kc.auth_infos {
+            a.auth_info = Some(kube::config::AuthInfo {
+                token: Some(env.token("LIMITED_TOKEN").into()),
+                ..Default::default()
+            });
+        }
+        let kubeconfig = d.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            serde_json::to_string(&kc).unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        // A clone the daemon's user owns (it watches it and reads it; git refuses a repository
+        // owned by someone else).
+        let clone = d.join("repo");
+        let out = std::process::Command::new("git")
+            .args(["clone", "-q", "--bare"])
+            .arg(repo.path())
+            .arg(&clone)
+            .output()
+            .unwrap_or_else(|e| panic!("git clone: {e}"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let chown = std::process::Command::new("chown")
+            .args(["-R", "65532:65532"])
+            .arg(d)
+            .status()
+            .unwrap_or_else(|e| panic!("chown: {e}"));
+        assert!(
+            chown.success(),
+            "chown -R 65532:65532 (this test runs as root)"
+        );
+        let branch = repo
+            .repo
+            .head()
+            .ok()
+            .map(|h| String::from_utf8_lossy(h.shorthand_bytes()).into_owned())
+            .unwrap_or_else(|| panic!("the test repository has no branch"));
+        let pusher = d.join("pusher");
+        std::fs::create_dir_all(&pusher).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(pusher.join(".gitconfig"), "[safe]\n\tdirectory = *\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let log = std::fs::File::create(d.join("run.log")).unwrap_or_else(|e| panic!("{e}"));
+        let child = std::process::Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65532",
+                "--regid",
+                "65532",
+                "--clear-groups",
+                "--",
+            ])
+            .arg(&bin)
+            .args(["run", "--repo"])
+            .arg(&clone)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--branch", &branch, "--interval", "300ms", "--no-status"])
+            .args(["--lease-namespace", &env.namespace, "--identity", "nonroot"])
+            .args(["--listen", "127.0.0.1:0", "--cache-dir"])
+            .arg(d.join("cache"))
+            .env_clear()
+            .env("HOME", d)
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("setpriv (util-linux): {e}"));
+        NonRootDaemon { child, dir }
+    }
+
+    /// Pushes the test's new commits to the daemon's clone.
+    fn push(&self, repo: &TempRepo) {
+        let out = std::process::Command::new("git")
+            .args(["push", "-q"])
+            .arg(self.dir.path().join("repo"))
+            .arg("HEAD")
+            .current_dir(repo.path())
+            // The receiving side runs as root in a repository the daemon's user owns: a global
+            // config of this test's own says that is fine.
+            .env("HOME", self.dir.path().join("pusher"))
+            .output()
+            .unwrap_or_else(|e| panic!("git push: {e}"));
+        assert!(
+            out.status.success(),
+            "git push: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn log(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("run.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(12)..].join("\n")
+    }
+
+    /// The `Uid:` line of the running process.
+    fn uids(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for NonRootDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[tokio::test]
