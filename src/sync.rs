@@ -187,6 +187,12 @@ fn force_pushed(
     branch: &str,
 ) -> bool {
     use crate::source::Ancestry;
+    // The commit synced before may be a status commit of hotsync's own on the tracked branch
+    // (`--status-branch @`): the commit a person made below it is what the new head must descend from.
+    let old = repo.skip_own_commits(old, None).unwrap_or(old);
+    if old == new {
+        return false;
+    }
     let mut ancestry = repo.ancestry(new, old);
     if ancestry == Ancestry::Unknown && repo.is_shallow() {
         // The commits between the two are beyond the boundary (a push of several commits): fetch a

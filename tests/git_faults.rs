@@ -625,6 +625,39 @@ enum Damage {
     MissingObjects,
 }
 
+#[tokio::test]
+async fn a_status_commit_of_hotsyncs_own_on_the_tracked_branch_is_not_taken_for_a_force_push() {
+    // With `--status-branch @` the cache's copy of the branch ends in hotsync's own status commit,
+    // while the commit synced is the one a person made below it: from one to the other is no rewrite.
+    for depth in [None, Some(1)] {
+        let (remote, a1) = remote_with_set("games", "v0.1");
+        let server = GitDaemon::start(&remote);
+        let repo = remote.repo();
+        let status = push_files(
+            &repo,
+            &[("status/local/games/minecraft.yaml", Some("phase: Synced\n"))],
+            &format!("hotsync status: local at {a1}\n\nHotsync-Source: {a1}\n"),
+        );
+        let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let opts = options(&server.url, cache.path(), depth);
+        let read = load(&opts, Some(status)).await;
+        assert_eq!(
+            read.source.sha,
+            a1.to_string(),
+            "the person's commit is synced"
+        );
+        assert_eq!(read.force_pushed_from, None, "depth {depth:?}");
+        let a2 = push_files(
+            &repo,
+            &[("notes/a2.txt", Some("x\n"))],
+            "a person's commit on top of the status commit",
+        );
+        let next = load(&opts, Some(status)).await;
+        assert_eq!(next.source.sha, a2.to_string());
+        assert_eq!(next.force_pushed_from, None, "depth {depth:?}");
+    }
+}
+
 fn damage(dir: &Path, how: Damage) {
     let packs = || -> Vec<PathBuf> {
         std::fs::read_dir(dir.join("objects/pack"))
