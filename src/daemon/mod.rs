@@ -335,7 +335,11 @@ impl SyncLoop {
         if !leading {
             // A follower is ready once it can reach the cluster; it writes nothing.
             self.shared.ready.store(true, Ordering::SeqCst);
+            // Another replica leads meanwhile: what this one knew of the branch is stale.
             self.last_tip = None;
+            self.failed_tip = None;
+            self.failures = 0;
+            self.previous = None;
             return;
         }
         let tip = match self.tip().await {
@@ -427,7 +431,12 @@ impl SyncLoop {
             failed_polls = self.poll_failures,
             retry_in_seconds = backoff.as_secs_f64(),
             error = %crate::sync::error_chain(e),
-            "cannot reach the repository {repo}: next poll in {backoff:?}"
+            "{} {repo}: next poll in {backoff:?}",
+            if matches!(e, SourceError::Fetch { .. } | SourceError::Clone { .. }) {
+                "cannot reach the repository"
+            } else {
+                "cannot read the repository"
+            }
         );
     }
 
@@ -545,8 +554,9 @@ impl SyncLoop {
         match result {
             Ok(report) => {
                 self.record(&report);
-                if report.errors.is_empty() {
-                    self.previous = git2::Oid::from_str(&report.source.sha).ok();
+                // The commit was read, whatever its manifests say: a force-push is told once.
+                if let Ok(sha) = git2::Oid::from_str(&report.source.sha) {
+                    self.previous = Some(sha);
                 }
                 if let Some(old) = &report.force_pushed_from {
                     m.force_pushes.inc();
