@@ -214,6 +214,12 @@ impl Repo {
             // The remote answers a ref negotiation, yet fetching from it fails: the cache is at fault.
             // A failure of the network itself is not asked about again (a host that drops packets
             // would make the question as slow as the fetch).
+            // A lock file left by a process killed during a fetch: every later fetch would fail on it.
+            SourceError::Fetch { source, .. } | SourceError::Clone { source, .. }
+                if source.code() == git2::ErrorCode::Locked =>
+            {
+                true
+            }
             SourceError::Fetch { source, .. } | SourceError::Clone { source, .. } => {
                 !matches!(
                     source.class(),
@@ -337,7 +343,20 @@ impl Repo {
                 Some(&mut fo),
                 None,
             )
-            .map_err(|e| fetch_error(&url, &e))
+            .map_err(|e| {
+                if session.auth_failed() || session.host_key.borrow().is_some() {
+                    // The remote refused our credentials or its host key was refused: say so as a
+                    // callback error, which is never taken for a corrupt cache (asking the remote again
+                    // would only offer the rejected credential a second time).
+                    let e = git2::Error::new(
+                        git2::ErrorCode::Auth,
+                        git2::ErrorClass::Callback,
+                        e.message(),
+                    );
+                    return fetch_error(&url, &e);
+                }
+                fetch_error(&url, &e)
+            })
     }
 
     /// Fetches `depth` commits of each branch, to see further back in a shallow cache (a cache with
