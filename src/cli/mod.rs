@@ -79,9 +79,18 @@ impl SourceArgs {
     }
 
     pub fn open(&self) -> anyhow::Result<hotsync::source::Repo> {
+        // plan and validate take no credentials of their own: the ssh-agent, when there is one.
+        let auth = if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+            hotsync::status::GitAuth::SshAgent {
+                known_hosts: None,
+                accept_unknown_hosts: false,
+            }
+        } else {
+            hotsync::status::GitAuth::None
+        };
         let fetch = hotsync::source::FetchOptions {
             depth: self.depth(),
-            ..Default::default()
+            auth,
         };
         Ok(hotsync::source::Repo::open_or_clone(
             &self.repo,
