@@ -10,7 +10,6 @@
 
 use crate::gitrepo::TempRepo;
 use crate::harness::{self, TestEnv, CONVERGE};
-use crate::status_servers::free_port;
 use hotsync::model::GameServerSet;
 use hotsync::sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -131,7 +130,7 @@ impl Fleet {
             .arg(&self.env.kubeconfig)
             .args(["--branch", "main", "--interval", "200ms"])
             .args(["--no-leader-election", "--pod-timeout", "60s"])
-            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--listen", "127.0.0.1:0"])
             .args([
                 "--status-branch",
                 "hotsync-status",

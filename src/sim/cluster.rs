@@ -295,12 +295,20 @@ impl LocalCluster {
         if !status.success() {
             return Err(ClusterError::Script {
                 script: "kill -KILL kube-apiserver",
-                status: status.to_string(),
+                status: format!("pid {pid}: {status}"),
                 output: String::new(),
             });
         }
         // The server was started in a session of its own and is reaped by init: wait until it is gone.
+        let gone_by = tokio::time::Instant::now() + Duration::from_secs(60);
         while proc_cmdline.exists() && std::fs::read(&proc_cmdline).is_ok_and(|c| !c.is_empty()) {
+            if tokio::time::Instant::now() >= gone_by {
+                return Err(ClusterError::Script {
+                    script: "kill -KILL kube-apiserver",
+                    status: format!("pid {pid} still running after 60 s"),
+                    output: String::new(),
+                });
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::time::sleep(down_for).await;
