@@ -8,7 +8,7 @@
 //! image, plus 12 ms"), not by wall time alone, so a trial hits the same step of the rollout on a fast
 //! machine and on a slow one.
 
-use crate::gitrepo::TempRepo;
+use crate::gitrepo::{git, TempRepo};
 use crate::harness::{self, TestEnv, CONVERGE};
 use hotsync::model::GameServerSet;
 use hotsync::sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
@@ -326,12 +326,7 @@ async fn fleet(env: TestEnv) -> Fleet {
         uids: Vec::new(),
     };
     let sha = fleet.commit("v0");
-    let out = Command::new("git")
-        .args(["branch", "-M", "main"])
-        .current_dir(fleet.repo.path())
-        .output()
-        .unwrap_or_else(|e| panic!("git: {e}"));
-    assert!(out.status.success(), "git branch -M main");
+    git(fleet.repo.path(), &["branch", "-M", "main"]);
     fleet.start_daemon();
     let pods = fleet.settled("v0", &sha).await;
     fleet.uids = pods.iter().map(|p| p.uid().unwrap_or_default()).collect();

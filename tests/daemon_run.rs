@@ -2,7 +2,7 @@
 //! with no further command, the webhook is authenticated, metrics and health answer, drift is
 //! reported and healed, and two replicas elect one leader that another replaces when it dies.
 
-use crate::gitrepo::TempRepo;
+use crate::gitrepo::{git, TempRepo};
 use crate::harness::{self, TestEnv, CONVERGE};
 use crate::status_servers::{free_port, BareRemote, GitDaemon};
 use hmac::Mac as _;
@@ -177,25 +177,6 @@ async fn all_on(env: &TestEnv, tag: &str) -> Vec<Pod> {
         },
     )
     .await
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Game Ops",
-            "-c",
-            "user.email=ops@example.com",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("git: {e}"));
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 //! revision the remote no longer has (refused by name, nothing applied), a corrupt cache clone (cloned
 //! again), and a deep repository with thousands of files fetched shallow.
 
+use crate::gitrepo::git;
 use crate::harness::{self, TestEnv, CONVERGE};
 use crate::status_servers::{free_port, BareRemote, GitDaemon};
 use git2::{Oid, Repository, Signature, Time};
@@ -169,26 +170,6 @@ fn fast_import(bare: &Path, files: usize, commits: usize, manifest: &str) {
         "git fast-import: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Game Ops",
-            "-c",
-            "user.email=ops@example.com",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("git: {e}"));
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// `git count-objects -v` of a git directory: loose plus packed objects, and the packs' size in KiB.
