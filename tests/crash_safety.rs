@@ -9,7 +9,7 @@
 //! machine and on a slow one.
 
 use crate::gitrepo::{git, TempRepo};
-use crate::harness::{self, TestEnv, CONVERGE};
+use crate::harness::{self, Reaped, TestEnv, CONVERGE};
 use hotsync::model::GameServerSet;
 use hotsync::sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -17,7 +17,7 @@ use kube::api::{Api, PostParams};
 use kube::ResourceExt as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PODS: usize = 50;
@@ -79,16 +79,6 @@ impl Moment {
             Moment::AfterCommit(_) => 0,
             Moment::AfterPatched(n, _) => n,
         }
-    }
-}
-
-/// A child process killed (SIGKILL) when dropped, even by a panic.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -3,7 +3,7 @@
 //! reported and healed, and two replicas elect one leader that another replaces when it dies.
 
 use crate::gitrepo::{git, TempRepo};
-use crate::harness::{self, TestEnv, CONVERGE};
+use crate::harness::{self, Reaped, TestEnv, CONVERGE};
 use crate::status_servers::{free_port, BareRemote, GitDaemon};
 use hmac::Mac as _;
 use hotsync::daemon::DaemonConfig;
@@ -511,16 +511,6 @@ async fn an_out_of_band_image_change_is_reported_and_left_without_self_heal() {
 #[tokio::test]
 async fn an_out_of_band_image_change_is_healed_in_place_with_self_heal() {
     drift_case(true).await;
-}
-
-/// A child process killed when the test ends, even by a panic, so that none outlives the test binary.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `hotsync run` as a process, with leader election in the test namespace.

@@ -5,7 +5,7 @@
 //! again), and a deep repository with thousands of files fetched shallow.
 
 use crate::gitrepo::git;
-use crate::harness::{self, TestEnv, CONVERGE};
+use crate::harness::{self, Reaped, TestEnv, CONVERGE};
 use crate::status_servers::{free_port, BareRemote, GitDaemon};
 use git2::{Oid, Repository, Signature, Time};
 use hotsync::source::{FetchOptions, Repo};
@@ -15,7 +15,7 @@ use kube::ResourceExt as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -240,16 +240,6 @@ async fn load(opts: &SyncOptions, previous: Option<Oid>) -> hotsync::sync::Desir
 
 // ---------------------------------------------------------------------------------------------------
 // Processes and HTTP
-
-/// A child process killed when the test ends, even by a panic.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `hotsync run` as a process, without leader election, logging JSON lines to `log`.
 fn daemon(

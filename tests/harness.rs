@@ -269,3 +269,14 @@ spec:
 "
     )
 }
+
+/// A child process killed (SIGKILL) and reaped when dropped, even by a panic, so that none outlives
+/// its test.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

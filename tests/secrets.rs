@@ -2,7 +2,7 @@
 //! passphrase and the webhook secret never appear in a log line (at debug level), an error, a report, a
 //! status file or commit, a metric or an Event, whether the credentials are right or wrong.
 
-use crate::harness::{self, CONVERGE};
+use crate::harness::{self, Reaped, CONVERGE};
 use crate::status_servers::{free_port, BareRemote, HttpGit, Sshd};
 use git2::{Repository, Signature, Time};
 use hmac::Mac as _;
@@ -129,7 +129,7 @@ async fn no_secret_appears_in_logs_errors_reports_status_metrics_or_events() {
     // The daemon, at debug level, with every kind of secret configured.
     let port = free_port();
     let log = dir.path().join("run.log");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_hotsync"))
+    let daemon = Command::new(env!("CARGO_BIN_EXE_hotsync"))
         .args(["run", "--repo", &http.url, "--git-token-file", &token_file])
         .args(["--webhook-secret-file", &webhook_file])
         .args(["--ssh-key-passphrase-file", &passphrase_file])
@@ -151,6 +151,7 @@ async fn no_secret_appears_in_logs_errors_reports_status_metrics_or_events() {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}")))
         .spawn()
+        .map(Reaped)
         .unwrap_or_else(|e| panic!("hotsync run: {e}"));
     let status_written = env
         .eventually(
@@ -339,8 +340,7 @@ async fn no_secret_appears_in_logs_errors_reports_status_metrics_or_events() {
         text(&ssh_wrong),
     ));
 
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(daemon);
     seen.push((
         "the daemon's log".into(),
         std::fs::read_to_string(&log).unwrap_or_default(),
