@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 fn config(repo: &str, cache: &Path, listen: SocketAddr) -> DaemonConfig {
     DaemonConfig {
@@ -83,57 +82,13 @@ impl Drop for Daemon {
     }
 }
 
-fn addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
-
-/// One HTTP/1.1 request on loopback; returns status and body.
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    body: &[u8],
-) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    s.write_all(body).await.unwrap_or_else(|e| panic!("{e}"));
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 async fn wait_http_ok(addr: SocketAddr, path: &str) {
     let deadline = Instant::now() + CONVERGE;
     loop {
         if let Ok(Ok(_)) =
             tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await
         {
-            if http(addr, "GET", path, &[], b"").await.0 == 200 {
+            if harness::http(addr, "GET", path, &[], b"").await.0 == 200 {
                 return;
             }
         }
@@ -197,7 +152,7 @@ async fn a_pushed_commit_is_rolled_out_by_the_daemon_with_no_further_command() {
     git(&w, &["commit", "-qm", "minecraft at v0.1"]);
     git(&w, &["push", "-q", "origin", "main"]);
     let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let daemon = Daemon::start(&env, config(&server.url, cache.path(), addr())).await;
+    let daemon = Daemon::start(&env, config(&server.url, cache.path(), harness::loopback())).await;
     all_on(&env, "v0.1").await;
     std::fs::write(
         w.join("minecraft.yaml"),
@@ -246,7 +201,7 @@ async fn the_webhook_refuses_a_bad_signature_and_a_good_one_triggers_a_sync_at_o
     let mut cfg = config(
         &repo.path().display().to_string(),
         &repo.path().join(".cache"),
-        addr(),
+        harness::loopback(),
     );
     cfg.interval = Duration::from_secs(3600);
     cfg.webhook_secret = Some("s3cret-hook".into());
@@ -259,7 +214,7 @@ async fn the_webhook_refuses_a_bad_signature_and_a_good_one_triggers_a_sync_at_o
     );
     repo.commit_all("bump");
     let body = br#"{"ref":"refs/heads/main"}"#;
-    let bad = http(
+    let bad = harness::http(
         daemon.addr,
         "POST",
         "/webhook",
@@ -271,7 +226,7 @@ async fn the_webhook_refuses_a_bad_signature_and_a_good_one_triggers_a_sync_at_o
     )
     .await;
     assert_eq!(bad.0, 401, "{bad:?}");
-    let unsigned = http(
+    let unsigned = harness::http(
         daemon.addr,
         "POST",
         "/webhook",
@@ -290,7 +245,7 @@ async fn the_webhook_refuses_a_bad_signature_and_a_good_one_triggers_a_sync_at_o
         "a refused webhook must not trigger a sync"
     );
     let sent = Instant::now();
-    let good = http(
+    let good = harness::http(
         daemon.addr,
         "POST",
         "/webhook",
@@ -321,7 +276,7 @@ async fn the_webhook_refuses_a_bad_signature_and_a_good_one_triggers_a_sync_at_o
         "the webhook took {first_patch:?}"
     );
     all_on(&env, "v0.2").await;
-    let replay = http(
+    let replay = harness::http(
         daemon.addr,
         "POST",
         "/webhook",
@@ -334,7 +289,7 @@ async fn the_webhook_refuses_a_bad_signature_and_a_good_one_triggers_a_sync_at_o
     .await;
     assert_eq!(replay.0, 200);
     assert!(replay.1.contains("seen before"), "{replay:?}");
-    let bearer = http(
+    let bearer = harness::http(
         daemon.addr,
         "POST",
         "/webhook",
@@ -361,7 +316,7 @@ async fn health_readiness_and_metrics_answer_as_documented() {
         config(
             &repo.path().display().to_string(),
             &repo.path().join(".cache"),
-            addr(),
+            harness::loopback(),
         ),
     )
     .await;
@@ -376,7 +331,7 @@ async fn health_readiness_and_metrics_answer_as_documented() {
     all_on(&env, "v0.2").await;
     let metrics = env
         .eventually("the synced commit in /metrics", CONVERGE, || async {
-            let (code, body) = http(daemon.addr, "GET", "/metrics", &[], b"").await;
+            let (code, body) = harness::http(daemon.addr, "GET", "/metrics", &[], b"").await;
             if code == 200
                 && body.contains(&format!(
                     "hotsync_last_synced_commit_info{{commit=\"{commit}\"}} 1"
@@ -398,9 +353,14 @@ async fn health_readiness_and_metrics_answer_as_documented() {
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
-    assert_eq!(http(daemon.addr, "GET", "/nope", &[], b"").await.0, 404);
     assert_eq!(
-        http(daemon.addr, "POST", "/webhook", &[], b"{}").await.0,
+        harness::http(daemon.addr, "GET", "/nope", &[], b"").await.0,
+        404
+    );
+    assert_eq!(
+        harness::http(daemon.addr, "POST", "/webhook", &[], b"{}")
+            .await
+            .0,
         404,
         "no secret: no webhook"
     );
@@ -424,7 +384,7 @@ async fn drift_case(heal: bool) {
     let mut cfg = config(
         &repo.path().display().to_string(),
         &repo.path().join(".cache"),
-        addr(),
+        harness::loopback(),
     );
     cfg.self_heal = heal;
     let daemon = Daemon::start(&env, cfg).await;
@@ -470,7 +430,7 @@ async fn drift_case(heal: bool) {
         }
     })
     .await;
-    let (_, metrics) = http(daemon.addr, "GET", "/metrics", &[], b"").await;
+    let (_, metrics) = harness::http(daemon.addr, "GET", "/metrics", &[], b"").await;
     assert!(
         metrics.contains("hotsync_drift_detected_total 1")
             || metrics.contains("hotsync_drift_detected_total 2"),

@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 // ---------------------------------------------------------------------------------------------------
 // Repositories
@@ -272,35 +271,6 @@ fn daemon(
         .spawn()
         .map(Reaped)
         .unwrap_or_else(|e| panic!("hotsync run: {e}"))
-}
-
-fn listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
-
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let Ok(Ok(mut s)) =
-        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await
-    else {
-        return (0, String::new());
-    };
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return (0, String::new());
-    }
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out).await;
-    let text = String::from_utf8_lossy(&out).to_string();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
 }
 
 /// The value of one sample of `/metrics` (`name` with its labels, as exported).
@@ -933,7 +903,7 @@ async fn an_unreachable_remote_backs_the_poll_off_keeps_healthz_up_and_syncs_onc
     let url = format!("git://127.0.0.1:{port}/remote.git");
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let log = dir.path().join("daemon.log");
-    let addr = listen();
+    let addr = harness::loopback();
     let mut proc = daemon(
         &env,
         &url,
@@ -949,7 +919,7 @@ async fn an_unreachable_remote_backs_the_poll_off_keeps_healthz_up_and_syncs_onc
             "three failed polls, the backoff at 300ms x 2^failures",
             CONVERGE,
             || async {
-                let (code, body) = get(addr, "/metrics").await;
+                let (code, body) = harness::http(addr, "GET", "/metrics", &[], b"").await;
                 let n = metric(&body, "hotsync_git_poll_failures").unwrap_or(0.0);
                 let backoff = metric(&body, "hotsync_git_backoff_seconds").unwrap_or(0.0);
                 let errors = metric(&body, "hotsync_polls_total{result=\"error\"}").unwrap_or(0.0);
@@ -965,14 +935,14 @@ async fn an_unreachable_remote_backs_the_poll_off_keeps_healthz_up_and_syncs_onc
             },
         )
         .await;
-    let (_, body) = get(addr, "/metrics").await;
+    let (_, body) = harness::http(addr, "GET", "/metrics", &[], b"").await;
     let errors_before = metric(&body, "hotsync_polls_total{result=\"error\"}").unwrap_or(0.0);
     assert!(
         metric(&body, "hotsync_failures_total{category=\"repo_fetch\"}").unwrap_or(0.0) >= failures,
         "{body}"
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (code, body) = get(addr, "/metrics").await;
+    let (code, body) = harness::http(addr, "GET", "/metrics", &[], b"").await;
     assert_eq!(code, 200);
     let errors_after = metric(&body, "hotsync_polls_total{result=\"error\"}").unwrap_or(0.0);
     assert!(
@@ -980,12 +950,12 @@ async fn an_unreachable_remote_backs_the_poll_off_keeps_healthz_up_and_syncs_onc
         "backed off: {errors_before} then {errors_after} failed polls 3s later (every 300ms would be 10)"
     );
     assert_eq!(
-        get(addr, "/healthz").await.0,
+        harness::http(addr, "GET", "/healthz", &[], b"").await.0,
         200,
         "alive while the remote is down"
     );
     assert_eq!(
-        get(addr, "/readyz").await.0,
+        harness::http(addr, "GET", "/readyz", &[], b"").await.0,
         503,
         "not ready: nothing synced yet"
     );
@@ -1008,7 +978,7 @@ async fn an_unreachable_remote_backs_the_poll_off_keeps_healthz_up_and_syncs_onc
     let _server = GitDaemon::start_on(&remote, port);
     all_on(&env, "v0.1", &log, 2 * CONVERGE).await;
     env.eventually("the backoff to reset", CONVERGE, || async {
-        let (_, body) = get(addr, "/metrics").await;
+        let (_, body) = harness::http(addr, "GET", "/metrics", &[], b"").await;
         match (
             metric(&body, "hotsync_git_poll_failures"),
             metric(&body, "hotsync_git_backoff_seconds"),
@@ -1024,7 +994,7 @@ async fn an_unreachable_remote_backs_the_poll_off_keeps_healthz_up_and_syncs_onc
         tail(&log)
     );
     env.eventually("readiness after the first sync", CONVERGE, || async {
-        match get(addr, "/readyz").await.0 {
+        match harness::http(addr, "GET", "/readyz", &[], b"").await.0 {
             200 => Ok(()),
             c => Err(format!("{c}")),
         }
@@ -1057,7 +1027,7 @@ async fn a_force_pushed_branch_is_followed_and_reported_in_logs_events_and_statu
 
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let log = dir.path().join("daemon.log");
-    let addr = listen();
+    let addr = harness::loopback();
     let _proc = daemon(
         &env,
         &server.url,
@@ -1171,7 +1141,7 @@ async fn a_force_pushed_branch_is_followed_and_reported_in_logs_events_and_statu
         "a warning names both commits:\n{}",
         tail(&log)
     );
-    let (_, body) = get(addr, "/metrics").await;
+    let (_, body) = harness::http(addr, "GET", "/metrics", &[], b"").await;
     assert_eq!(
         metric(&body, "hotsync_branch_force_pushes_total"),
         Some(1.0),
@@ -1186,7 +1156,7 @@ async fn a_force_pushed_branch_is_followed_and_reported_in_logs_events_and_statu
     all_on(&env, "v0.3", &log, CONVERGE).await;
     let text = status(format!("commit: {c}")).await;
     assert!(!text.contains("forcePushedFrom"), "{text}");
-    let (_, body) = get(addr, "/metrics").await;
+    let (_, body) = harness::http(addr, "GET", "/metrics", &[], b"").await;
     assert_eq!(
         metric(&body, "hotsync_branch_force_pushes_total"),
         Some(1.0),
@@ -1213,7 +1183,7 @@ async fn the_daemon_polls_and_syncs_through_a_shallow_cache_and_steps_over_its_o
     let server = GitDaemon::start(&remote);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let log = dir.path().join("daemon.log");
-    let addr = listen();
+    let addr = harness::loopback();
     let cache = dir.path().join("cache");
     // Status on the tracked branch itself: the daemon must step over its own commits, whose parents
     // lie on the shallow boundary.
@@ -1282,9 +1252,9 @@ async fn the_daemon_polls_and_syncs_through_a_shallow_cache_and_steps_over_its_o
         "the daemon to settle: polls find nothing new",
         CONVERGE,
         || async {
-            let (_, before) = get(addr, "/metrics").await;
+            let (_, before) = harness::http(addr, "GET", "/metrics", &[], b"").await;
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let (_, after) = get(addr, "/metrics").await;
+            let (_, after) = harness::http(addr, "GET", "/metrics", &[], b"").await;
             if changed(&after) == changed(&before) && unchanged(&after) >= unchanged(&before) + 3.0
             {
                 Ok(())

@@ -178,21 +178,21 @@ async fn no_secret_appears_in_logs_errors_reports_status_metrics_or_events() {
     // A sidecar bump, announced by webhooks: a wrong signature, a wrong bearer token, a good signature.
     let bumped = harness::seed_manifest(&env.namespace, 2, "v2", "");
     commit_to(&remote, &[("minecraft.yaml", &bumped)], "Bump the sidecar");
-    let client = WebhookClient { port };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let body = br#"{"ref":"refs/heads/main"}"#;
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK.as_bytes())
         .unwrap_or_else(|e| panic!("{e}"));
     mac.update(body);
     let good = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let answers = [
-        client.post(
-            body,
-            "x-hub-signature-256",
-            &format!("sha256={}", "0".repeat(64)),
-        ),
-        client.post(body, "authorization", &format!("Bearer {WRONG_TOKEN}")),
-        client.post(body, "x-hub-signature-256", &good),
-    ];
+    let mut answers = Vec::new();
+    for (header, value) in [
+        ("x-hub-signature-256", format!("sha256={}", "0".repeat(64))),
+        ("authorization", format!("Bearer {WRONG_TOKEN}")),
+        ("x-hub-signature-256", good),
+    ] {
+        let headers = [("X-GitHub-Event", "push".to_string()), (header, value)];
+        answers.push(harness::http(addr, "POST", "/webhook", &headers, body).await);
+    }
     assert_eq!(
         answers.iter().map(|a| a.0).collect::<Vec<_>>(),
         vec![401, 401, 202],
@@ -220,7 +220,10 @@ async fn no_secret_appears_in_logs_errors_reports_status_metrics_or_events() {
         "events".into(),
         serde_json::to_string(&events).unwrap_or_default(),
     ));
-    seen.push(("/metrics".into(), client.get("/metrics").1));
+    seen.push((
+        "/metrics".into(),
+        harness::http(addr, "GET", "/metrics", &[], b"").await.1,
+    ));
 
     // One-shot syncs: the token in the URL, a wrong token, then SSH with a passphrase, right and wrong.
     let in_url = http
@@ -382,45 +385,5 @@ async fn no_secret_appears_in_logs_errors_reports_status_metrics_or_events() {
             "{what} is empty"
         );
         assert_no_secret(what, haystack, &secrets);
-    }
-}
-
-struct WebhookClient {
-    port: u16,
-}
-
-impl WebhookClient {
-    fn request(&self, head: &str, body: &[u8]) -> (u16, String) {
-        use std::io::{Read as _, Write as _};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))
-            .unwrap_or_else(|e| panic!("{e}"));
-        s.write_all(head.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
-        s.write_all(body).unwrap_or_else(|e| panic!("{e}"));
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        let code = out
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (code, out)
-    }
-
-    fn post(&self, body: &[u8], header: &str, value: &str) -> (u16, String) {
-        self.request(
-            &format!(
-                "POST /webhook HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\n{header}: {value}\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            ),
-            body,
-        )
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        self.request(
-            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-            b"",
-        )
     }
 }
