@@ -28,7 +28,7 @@
 
 use hotsync::model::{GameServerSet, LABEL_OWNER_GSS};
 use hotsync::rollout::ANNOTATION_REVISION;
-use hotsync::sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
+use hotsync_sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
 use hotsync::source::{FetchOptions, Repo};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{ListParams, PostParams};

@@ -11,7 +11,7 @@
 
 use futures::StreamExt as _;
 use hotsync::model::{AdvancedStatefulSet, GameServerSet, LABEL_OWNER_GSS, LABEL_REVISION_HASH};
-use hotsync::sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
+use hotsync_sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt as _};

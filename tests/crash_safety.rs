@@ -11,7 +11,7 @@
 use crate::gitrepo::{git, TempRepo};
 use crate::harness::{self, Reaped, TestEnv, CONVERGE};
 use hotsync::model::GameServerSet;
-use hotsync::sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
+use hotsync_sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, PostParams};
 use kube::ResourceExt as _;

@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use hotsync::model::{GameServerSet, LABEL_OWNER_GSS};
-use hotsync::sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
+use hotsync_sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use std::future::Future;
@@ -104,7 +104,7 @@ pub async fn env(test: &str) -> TestEnv {
         .await
         .unwrap_or_else(|e| panic!("starting the shared cluster failed: {e}"));
     assert_sim_alive();
-    let client = hotsync::sim::cluster::client_from_kubeconfig(&kubeconfig)
+    let client = hotsync_sim::cluster::client_from_kubeconfig(&kubeconfig)
         .await
         .unwrap_or_else(|e| panic!("could not build a client for the local API server: {e}"));
     let slug: String = test

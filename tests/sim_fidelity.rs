@@ -3,7 +3,7 @@
 
 use crate::harness::{self, CONVERGE};
 use hotsync::model::{AdvancedStatefulSet, GameServer, GameServerSet};
-use hotsync::sim::{cluster, ClusterOptions, LocalCluster, SimConfig, Simulation};
+use hotsync_sim::{cluster, ClusterOptions, LocalCluster, SimConfig, Simulation};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde_json::json;

@@ -3,7 +3,7 @@ use anyhow::Context as _;
 use clap::Args;
 use hotsync::model::{GameServer, GameServerSet, LABEL_OWNER_GSS};
 use hotsync::rollout::RolloutOptions;
-use hotsync::sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
+use hotsync_sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
 use hotsync::sync::SyncOptions;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;

@@ -1,6 +1,6 @@
 use anyhow::Context as _;
 use clap::Args;
-use hotsync::sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
+use hotsync_sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
 use std::path::PathBuf;
 
 /// Run the simulated cluster alone: a real kube-apiserver on loopback, with a simulated OKG controller and

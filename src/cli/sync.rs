@@ -37,6 +37,24 @@ pub struct SyncArgs {
     pub output: SyncOutput,
 }
 
+/// `--on-failure`, turned into the library's [`OnFailure`].
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OnFailureArg {
+    /// Stop the rollout and leave the pod as it is.
+    Halt,
+    /// Stop the rollout and put the pod's old images back.
+    Rollback,
+}
+
+impl From<OnFailureArg> for OnFailure {
+    fn from(a: OnFailureArg) -> Self {
+        match a {
+            OnFailureArg::Halt => OnFailure::Halt,
+            OnFailureArg::Rollback => OnFailure::Rollback,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum SyncOutput {
     Text,
@@ -66,8 +84,8 @@ pub struct RolloutArgs {
     #[arg(long)]
     pub skip_allocated: bool,
     /// What to do with a pod that fails: roll it back (the default) or halt and leave it.
-    #[arg(long, value_enum, default_value_t = OnFailure::Rollback)]
-    pub on_failure: OnFailure,
+    #[arg(long, value_enum, default_value_t = OnFailureArg::Rollback)]
+    pub on_failure: OnFailureArg,
     /// Apply changes that recreate pods (OKG then recreates them); refused otherwise.
     #[arg(long)]
     pub allow_recreate: bool,
@@ -81,7 +99,7 @@ impl RolloutArgs {
         RolloutOptions {
             skip_ops_states: self.skip_ops_state.clone(),
             skip_allocated: self.skip_allocated,
-            on_failure: self.on_failure,
+            on_failure: self.on_failure.into(),
             pod_timeout: self.pod_timeout,
             allow_recreate: self.allow_recreate,
             wait: self.wait,

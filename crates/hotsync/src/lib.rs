@@ -9,7 +9,7 @@ pub mod diff;
 pub mod live;
 /// Multi-document YAML into desired sets, with located diagnostics.
 pub mod manifest;
-/// Typed OKG and Kruise objects.
+/// Typed OKG and Kruise objects (from `hotsync-model`) and the pod labels hotsync reads.
 pub mod model;
 /// The Plan value and its renderings.
 pub mod plan;
@@ -17,8 +17,6 @@ pub mod plan;
 pub mod review;
 /// Executes a set's plan against the cluster: apply, pod patches in waves, waits.
 pub mod rollout;
-/// The simulated OKG controller and kubelet, and the local API server they run against.
-pub mod sim;
 /// The Git side: repositories, revisions, manifest files at a commit.
 pub mod source;
 /// Rollout status written back to Git: one YAML file per set, committed and pushed to a status branch.

@@ -35,7 +35,7 @@ pub const ANNOTATION_REVISION: &str = "hotsync.dev/revision";
 pub const LABEL_MANAGED: &str = "hotsync.dev/managed";
 
 /// What to do with a pod whose container fails to come up with the new image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnFailure {
     /// Stop the rollout and leave the pod as it is.

@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use hotsync::sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
+//! use hotsync_sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
 //! let cluster = LocalCluster::start(ClusterOptions::default()).await?;
 //! let client = cluster.client().await?;
 //! let sim = Simulation::start(client.clone(), SimConfig::fast());
@@ -20,6 +20,7 @@
 
 pub mod cluster;
 pub mod kubelet;
+pub mod names;
 pub mod okg;
 
 pub use cluster::{ClusterEnv, ClusterError, ClusterOptions, LocalCluster};

@@ -19,11 +19,13 @@
 //! - The relabel pass: a pod that already runs the target images just gets the new revision label.
 
 use super::{now_time, shutdown_signal, SimConfig, SimError};
-use crate::model::{
+use crate::names::{
+    CONDITION_INPLACE_READY, LABEL_DELETION_PRIORITY, LABEL_LIFECYCLE_STATE, LABEL_OPS_STATE,
+    LABEL_OWNER_GSS, LABEL_POD_NAME, LABEL_REVISION_HASH, LABEL_UPDATE_PRIORITY,
+};
+use hotsync_model::{
     AdvancedStatefulSet, AdvancedStatefulSetSpec, AstsRollingUpdate, AstsUpdateStrategy,
-    GameServer, GameServerSet, GameServerSpec, CONDITION_INPLACE_READY, LABEL_DELETION_PRIORITY,
-    LABEL_LIFECYCLE_STATE, LABEL_OPS_STATE, LABEL_OWNER_GSS, LABEL_POD_NAME, LABEL_REVISION_HASH,
-    LABEL_UPDATE_PRIORITY,
+    GameServer, GameServerSet, GameServerSpec,
 };
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::ControllerRevision;
@@ -112,7 +114,7 @@ pub(crate) async fn run(
         with_owner,
         move |gs: GameServer| owner_of(gs.labels(), gs.namespace()),
     )
-    .trigger_backoff(crate::live::WatchBackoff::default())
+    .trigger_backoff(hotsync_model::WatchBackoff::default())
     .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
     .run(reconcile, error_policy, ctx)
     .for_each(|res| async move {
@@ -1074,7 +1076,7 @@ impl Pass<'_> {
         }
         candidates.sort_by_key(|(p, o, _)| (std::cmp::Reverse(*p), std::cmp::Reverse(*o)));
         let mut quota = replicas - partition - updated;
-        let in_place_policy = crate::model::policy_is_in_place(Some(gss.pod_update_policy()));
+        let in_place_policy = matches!(gss.pod_update_policy(), "InPlaceIfPossible" | "InPlaceOnly");
         for (_, _, pod) in candidates {
             if quota <= 0 {
                 break;

@@ -4,7 +4,7 @@
 //! Layout of the state directory: `start-cluster.sh` and `stop-cluster.sh` (written from the embedded
 //! copies) and `cluster/`, the scripts' own directory (kubeconfig, env, certificates, logs, etcd data).
 
-use crate::model::{AdvancedStatefulSet, GameServer, GameServerSet};
+use hotsync_model::{AdvancedStatefulSet, GameServer, GameServerSet};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -15,8 +15,8 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-const START_SCRIPT: &str = include_str!("../../scripts/start-cluster.sh");
-const STOP_SCRIPT: &str = include_str!("../../scripts/stop-cluster.sh");
+const START_SCRIPT: &str = include_str!("../../../scripts/start-cluster.sh");
+const STOP_SCRIPT: &str = include_str!("../../../scripts/stop-cluster.sh");
 const KUBE_VERSION: &str = "v1.20.2";
 const FIELD_MANAGER: &str = "hotsync-sim";
 
@@ -551,7 +551,7 @@ mod tests {
 
     #[test]
     fn the_upstream_crds_parse() {
-        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/okg/crds"));
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/okg/crds"));
         if dir.is_dir() {
             let crds = crds_from_dir(dir).expect("parses");
             assert_eq!(crds.len(), 3);

@@ -119,7 +119,7 @@ pub(crate) async fn run(
         next_ip: AtomicU32::new(2),
     });
     Controller::new(pods, watcher::Config::default())
-        .trigger_backoff(crate::live::WatchBackoff::default())
+        .trigger_backoff(hotsync_model::WatchBackoff::default())
         .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
