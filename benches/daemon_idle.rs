@@ -24,7 +24,7 @@
 //! Run with `cargo bench --bench daemon_idle` (optionally `-- 60` for the idle window in seconds; or the
 //! variables `HOTSYNC_BENCH_IDLE_SECS`, `HOTSYNC_BENCH_POLLS` (N, default 200) and
 //! `HOTSYNC_BENCH_BACK_TO_BACK_SECS` (rounds of the daemon side, default 10)). Needs the API server that
-//! scripts/build-apiserver.sh builds; fails (non-zero exit, with the reason) when it cannot start.
+//! scripts/build-kube.sh builds; fails (non-zero exit, with the reason) when it cannot start.
 
 use hotsync::model::{GameServerSet, LABEL_OWNER_GSS};
 use hotsync::rollout::ANNOTATION_REVISION;

@@ -7,7 +7,7 @@
 //! - a raw client sending the same JSON patches concurrently (64 in flight), the ceiling.
 //!
 //! Run with `cargo bench --bench rollout` (optionally `-- 500` for the pod count). Needs the API server
-//! that scripts/build-apiserver.sh builds.
+//! that scripts/build-kube.sh builds.
 
 use futures::StreamExt as _;
 use hotsync::model::{AdvancedStatefulSet, GameServerSet, LABEL_OWNER_GSS, LABEL_REVISION_HASH};

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Build a genuine kube-apiserver v1.20.2 from Debian bookworm's `kubernetes` source package
-# (see shared/TESTCLUSTER.md) and cache it outside the repository.
+# Build genuine Kubernetes v1.20.2 binaries (kube-apiserver, kubelet, kube-scheduler,
+# kube-controller-manager) from Debian bookworm's `kubernetes` source package, in one `make` of one
+# tree, and cache them outside the repository.
 #
-# Usage: scripts/build-apiserver.sh
+# Usage: scripts/build-kube.sh
 # Env:   HOTSYNC_CACHE  cache root (default ~/.cache/hotsync)
-# Output: the last line on stdout is the path of the binary:
-#   $HOTSYNC_CACHE/kube-apiserver-v1.20.2/kube-apiserver
-# If that binary already exists and runs, the script prints its path and exits at once.
+# Output: the last line on stdout is the directory holding the four binaries:
+#   $HOTSYNC_CACHE/kubernetes-v1.20.2/
+# If every binary already exists and runs, the script prints the directory and exits at once.
 #
 # Needs the packages from scripts/install-deps.sh. Does not touch /etc/apt: the source package
 # is fetched with a private APT configuration whose deb-src lines are derived, at run time, from
 # the URIs and suites the machine already uses in /etc/apt/sources.list.d/debian.sources.
 #
-# Layout under $HOTSYNC_CACHE/kube-apiserver-v1.20.2/:
-#   kube-apiserver   the binary (kept)
+# Layout under $HOTSYNC_CACHE/kubernetes-v1.20.2/:
+#   kube-apiserver kubelet kube-scheduler kube-controller-manager   the binaries (kept)
+#   pause            build/pause/linux/pause.c built static: the sandbox image's only file (kept)
 #   go/cache         GOCACHE (kept, ~1.2 GB; a cold build took ~4 min on 2 cores). The
 #                    Kubernetes Makefile uses its own GOPATH, _output/local/go inside the tree.
 #   apt/             private APT config, lists and cache (kept, small)
@@ -30,24 +32,28 @@ KEYRING="/usr/share/keyrings/debian-archive-keyring.gpg"
 GOCODE="/usr/share/gocode/src/github.com"
 
 CACHE_ROOT="${HOTSYNC_CACHE:-$HOME/.cache/hotsync}"
-OUT_DIR="$CACHE_ROOT/kube-apiserver-$KUBE_VERSION"
-BIN="$OUT_DIR/kube-apiserver"
+OUT_DIR="$CACHE_ROOT/kubernetes-$KUBE_VERSION"
+BINARIES=(kube-apiserver kubelet kube-scheduler kube-controller-manager)
 
-log() { printf 'build-apiserver: %s\n' "$*" >&2; }
+log() { printf 'build-kube: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-binary_ok() {
-  [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -qF "Kubernetes $KUBE_VERSION"
+binaries_ok() {
+  local b
+  [ -x "$OUT_DIR/pause" ] || return 1
+  for b in "${BINARIES[@]}"; do
+    [ -x "$OUT_DIR/$b" ] && "$OUT_DIR/$b" --version 2>/dev/null | grep -qF "Kubernetes $KUBE_VERSION" || return 1
+  done
 }
 
-if binary_ok; then
-  log "cached: $("$BIN" --version)"
-  echo "$BIN"
+if binaries_ok; then
+  log "cached: ${BINARIES[*]} $KUBE_VERSION in $OUT_DIR"
+  echo "$OUT_DIR"
   exit 0
 fi
 
 # --- prerequisites ----------------------------------------------------------------------------
-for cmd in go make rsync apt-get tar flock awk; do
+for cmd in go make rsync apt-get tar flock awk gcc; do
   command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' not found; run scripts/install-deps.sh first"
 done
 for d in "$GOCODE/modern-go/reflect2" "$GOCODE/json-iterator/go"; do
@@ -63,9 +69,9 @@ if ! flock -n 9; then
   log "another build holds $OUT_DIR/.lock; waiting"
   flock 9
 fi
-if binary_ok; then
-  log "built by a concurrent run: $("$BIN" --version)"
-  echo "$BIN"
+if binaries_ok; then
+  log "built by a concurrent run: $OUT_DIR"
+  echo "$OUT_DIR"
   exit 0
 fi
 
@@ -161,25 +167,34 @@ GO_DIR="$OUT_DIR/go"
 mkdir -p "$GO_DIR/cache" "$SRC/_output/local/go"
 ln -sfn "$GO_DIR/cache" "$SRC/_output/local/go/cache"
 LOG="$OUT_DIR/build.log"
-log "make WHAT=cmd/kube-apiserver (log: $LOG; ~4 min cold on 2 cores, faster with a warm GOCACHE)"
+WHAT=""
+for b in "${BINARIES[@]}"; do WHAT="$WHAT cmd/$b"; done
+WHAT="${WHAT# }"
+log "make WHAT=\"$WHAT\" (log: $LOG; ~9 min cold on 2 cores, faster with a warm GOCACHE)"
 if ! (
   cd "$SRC"
   unset GOFLAGS GOROOT GOBIN GO111MODULE
   export CGO_ENABLED=0 GOCACHE="$GO_DIR/cache" GOPROXY=off
-  make WHAT=cmd/kube-apiserver KUBE_GIT_VERSION="$KUBE_VERSION" KUBE_GIT_TREE_STATE=clean
+  make WHAT="$WHAT" KUBE_GIT_VERSION="$KUBE_VERSION" KUBE_GIT_TREE_STATE=clean
 ) >"$LOG" 2>&1; then
   tail -n 40 "$LOG" >&2
   die "make failed; full log in $LOG (source left in $SRC)"
 fi
 
-built="$SRC/_output/local/bin/$(go env GOOS)/$(go env GOARCH)/kube-apiserver"
-[ -x "$built" ] || built=$(find "$SRC/_output" -type f -name kube-apiserver -perm -u+x | head -n 1)
-[ -n "$built" ] && [ -x "$built" ] || die "make succeeded but no kube-apiserver binary under $SRC/_output"
-"$built" --version | grep -qF "Kubernetes $KUBE_VERSION" \
-  || die "built binary reports '$("$built" --version 2>&1)', expected Kubernetes $KUBE_VERSION"
-
-cp "$built" "$BIN.tmp"
-mv -f "$BIN.tmp" "$BIN"
+bindir="$SRC/_output/local/bin/$(go env GOOS)/$(go env GOARCH)"
+for b in "${BINARIES[@]}"; do
+  built="$bindir/$b"
+  [ -x "$built" ] || built=$(find "$SRC/_output" -type f -name "$b" -perm -u+x | head -n 1)
+  [ -n "$built" ] && [ -x "$built" ] || die "make succeeded but no $b binary under $SRC/_output"
+  "$built" --version | grep -qF "Kubernetes $KUBE_VERSION" \
+    || die "built $b reports '$("$built" --version 2>&1)', expected Kubernetes $KUBE_VERSION"
+  cp "$built" "$OUT_DIR/$b.tmp"
+  mv -f "$OUT_DIR/$b.tmp" "$OUT_DIR/$b"
+done
+# The pause image's one binary, from the same tree (build/pause/linux/pause.c), static.
+gcc -static -O2 -Wall -Werror -DVERSION="$KUBE_VERSION" -o "$OUT_DIR/pause.tmp" "$SRC/build/pause/linux/pause.c" \
+  || die "gcc -static of build/pause/linux/pause.c failed"
+mv -f "$OUT_DIR/pause.tmp" "$OUT_DIR/pause"
 rm -rf "$SRC_PARENT"
-log "built $("$BIN" --version) in $(( $(date +%s) - start_ts )) s"
-echo "$BIN"
+log "built ${BINARIES[*]} and pause $KUBE_VERSION in $(( $(date +%s) - start_ts )) s"
+echo "$OUT_DIR"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo, on a fresh machine: installs Debian's packages, builds kube-apiserver 1.20.2 once (cached in
+# The demo, on a fresh machine: installs Debian's packages, builds Kubernetes 1.20.2 (kube-apiserver, kubelet, scheduler, controller-manager) once (cached in
 # ~/.cache/hotsync), builds hotsync, and runs `hotsync demo`: a local cluster with the simulated OKG and
 # kubelet, a scratch repository, a sync, the sidecar bump v0.1 -> v0.2 picked up by the daemon, and the
 # status commit it wrote back.
@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export HOTSYNC_CACHE="${HOTSYNC_CACHE:-$HOME/.cache/hotsync}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOTSYNC_CACHE/target}"
 scripts/install-deps.sh
-KUBE_APISERVER="$(scripts/build-apiserver.sh | tail -n 1)"
-export KUBE_APISERVER
+KUBE_BIN_DIR="$(scripts/build-kube.sh | tail -n 1)"
+export KUBE_BIN_DIR
 cargo build --release --locked --bin hotsync
 exec "$CARGO_TARGET_DIR/release/hotsync" demo "$@"

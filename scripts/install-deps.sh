@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the Debian packages that the local test cluster (scripts/build-apiserver.sh,
+# Install the Debian packages that the local test cluster (scripts/build-kube.sh,
 # scripts/start-cluster.sh) and the git/ssh tests need. Idempotent: does nothing when
 # every package is already installed; runs `apt-get update` only when apt cannot see
 # a package (fresh machine, empty lists). Must run as root (or with sudo available).
@@ -21,6 +21,17 @@ PACKAGES=(
   pkg-config
   libssl-dev
   kubectl
+  # the real node (shared/REALNODE.md): container runtime, CNI, image tools, a local registry
+  containerd
+  runc
+  containernetworking-plugins
+  umoci
+  skopeo
+  docker-registry
+  busybox-static
+  iproute2
+  libc6-dev
+  gcc
 )
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }

@@ -3,12 +3,18 @@
 # controller-manager) on free loopback ports, in the background. See shared/TESTCLUSTER.md.
 #
 # Usage: scripts/start-cluster.sh DIR
-#   DIR is created if missing; it must be empty or a directory this script made before (a cluster
-#   there must be stopped first with scripts/stop-cluster.sh DIR).
+#   DIR is created if missing; it must be empty (but for the `node/` that scripts/start-node.sh network
+#   makes) or a directory this script made before (a cluster there must be stopped first with
+#   scripts/stop-cluster.sh DIR).
 #
 # Env (optional):
-#   KUBE_APISERVER          apiserver binary (default: the one scripts/build-apiserver.sh caches,
-#                           ${HOTSYNC_CACHE:-~/.cache/hotsync}/kube-apiserver-v1.20.2/kube-apiserver)
+#   KUBE_APISERVER          apiserver binary (default: the one scripts/build-kube.sh caches,
+#                           ${HOTSYNC_CACHE:-~/.cache/hotsync}/kubernetes-v1.20.2/kube-apiserver)
+#   HOTSYNC_BIND_ADDRESS    the address the API server listens on and advertises (default 127.0.0.1;
+#                           a real node gives the address of the bridge it made, so that its pods reach
+#                           the server too: scripts/start-node.sh network)
+#   HOTSYNC_SA_ADMISSION    1: keep the ServiceAccount admission plugin on (a controller-manager makes
+#                           each namespace's `default` ServiceAccount); otherwise it is off
 #   ETCD                    etcd binary (default: etcd on PATH)
 #   HOTSYNC_READY_TIMEOUT   seconds to wait for /readyz (default 60)
 #
@@ -32,12 +38,14 @@ die() { log "error: $*"; exit 1; }
 
 KUBE_VERSION="v1.20.2"
 CACHE_ROOT="${HOTSYNC_CACHE:-$HOME/.cache/hotsync}"
-APISERVER_BIN="${KUBE_APISERVER:-$CACHE_ROOT/kube-apiserver-$KUBE_VERSION/kube-apiserver}"
+APISERVER_BIN="${KUBE_APISERVER:-$CACHE_ROOT/kubernetes-$KUBE_VERSION/kube-apiserver}"
+BIND_ADDRESS="${HOTSYNC_BIND_ADDRESS:-127.0.0.1}"
+SA_ADMISSION="${HOTSYNC_SA_ADMISSION:-0}"
 ETCD_BIN="${ETCD:-$(command -v etcd || true)}"
 READY_TIMEOUT="${HOTSYNC_READY_TIMEOUT:-60}"
 MARKER=".hotsync-cluster"
 
-[ -x "$APISERVER_BIN" ] || die "kube-apiserver not found at $APISERVER_BIN; run scripts/build-apiserver.sh"
+[ -x "$APISERVER_BIN" ] || die "kube-apiserver not found at $APISERVER_BIN; run scripts/build-kube.sh"
 [ -n "$ETCD_BIN" ] && [ -x "$ETCD_BIN" ] || die "etcd not found; run scripts/install-deps.sh"
 for cmd in openssl curl setsid base64; do
   command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' not found; run scripts/install-deps.sh"
@@ -53,9 +61,10 @@ if [ -e "$DIR/$MARKER" ]; then
       die "a cluster is already running in $DIR (pid $(cat "$DIR/$f") from $f); run scripts/stop-cluster.sh $DIR"
     fi
   done
-  # Stale leftovers of a cluster that is no longer running: start fresh.
-  find "$DIR" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
-elif [ -n "$(ls -A "$DIR")" ]; then
+  # Stale leftovers of a cluster that is no longer running: start fresh (a node network claimed for
+  # this start by scripts/start-node.sh network stays).
+  find "$DIR" -mindepth 1 -maxdepth 1 ! -name node -exec rm -rf {} +
+elif [ -n "$(ls -A "$DIR" | grep -vx node)" ]; then
   die "$DIR is not empty and was not made by this script; give an empty or new directory"
 fi
 touch "$DIR/$MARKER"
@@ -138,11 +147,11 @@ mkdir -p "$CERTS"
     -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature"
   openssl req -new -nodes -newkey rsa:2048 -sha256 \
     -keyout certs/apiserver.key -out certs/apiserver.csr -subj "/CN=kube-apiserver"
-  cat >certs/apiserver.ext <<'EXT'
+  cat >certs/apiserver.ext <<EXT
 basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc
+subjectAltName=IP:127.0.0.1,IP:$BIND_ADDRESS,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc
 EXT
   openssl x509 -req -sha256 -days 3650 -in certs/apiserver.csr -CA ca.crt -CAkey ca.key \
     -CAcreateserial -extfile certs/apiserver.ext -out certs/apiserver.crt
@@ -189,12 +198,14 @@ start_etcd() {
 
 start_apiserver() {
   read -r APISERVER_PORT < <(free_ports 1)
-  APISERVER_URL="https://127.0.0.1:$APISERVER_PORT"
+  APISERVER_URL="https://$BIND_ADDRESS:$APISERVER_PORT"
+  local admission=(--disable-admission-plugins ServiceAccount)
+  [ "$SA_ADMISSION" = 1 ] && admission=()
   spawn "$DIR/apiserver.log" "$DIR/apiserver.pid" "$APISERVER_BIN" \
     --etcd-servers "$ETCD_URL" \
-    --bind-address 127.0.0.1 \
+    --bind-address "$BIND_ADDRESS" \
     --secure-port "$APISERVER_PORT" \
-    --advertise-address 127.0.0.1 \
+    --advertise-address "$BIND_ADDRESS" \
     --insecure-port 0 \
     --cert-dir "$CERTS" \
     --tls-cert-file "$CERTS/apiserver.crt" \
@@ -206,7 +217,8 @@ start_apiserver() {
     --service-account-key-file "$CERTS/sa.pub" \
     --service-account-signing-key-file "$CERTS/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 \
-    --disable-admission-plugins ServiceAccount \
+    "${admission[@]}" \
+    --kubelet-preferred-address-types InternalIP \
     --endpoint-reconciler-type none \
     --allow-privileged=true
   APISERVER_PID="$(cat "$DIR/apiserver.pid")"

@@ -2,7 +2,7 @@
 # Stop a cluster started by scripts/start-cluster.sh DIR and remove its data.
 #
 # Usage: scripts/stop-cluster.sh [--keep-logs] DIR
-#   Sends SIGTERM to kube-apiserver, then etcd (pids from DIR/apiserver.pid, DIR/etcd.pid; a pid is
+#   Stops a real node beside it first (scripts/stop-node.sh), then sends SIGTERM to kube-apiserver, then etcd (pids from DIR/apiserver.pid, DIR/etcd.pid; a pid is
 #   only signalled if it still runs the expected program), waits up to 10 s each, then SIGKILL.
 #   Then deletes DIR, or with --keep-logs everything in DIR but its *.log files.
 #   Idempotent: a stopped or missing cluster is not an error. Refuses a DIR that
@@ -46,6 +46,11 @@ stop_one() {
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
   die "could not stop $name (pid $pid)"
 }
+
+# A real node beside the cluster (scripts/start-node.sh) goes first, while the API server still answers.
+if [ -d "$DIR/node" ]; then
+  bash "$(dirname "$0")/stop-node.sh" "$DIR" || log "stopping the node failed (see above)"
+fi
 
 stop_one kube-apiserver "$DIR/apiserver.pid" kube-apiserver
 stop_one etcd "$DIR/etcd.pid" etcd

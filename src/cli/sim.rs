@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// Run the simulated cluster alone: a real kube-apiserver on loopback, with a simulated OKG controller and
 /// kubelet, until interrupted (Ctrl-C or SIGTERM). Point kubectl or `hotsync sync` at its kubeconfig.
 ///
-/// Needs etcd (scripts/install-deps.sh) and kube-apiserver v1.20.2 (scripts/build-apiserver.sh).
+/// Needs etcd (scripts/install-deps.sh) and kube-apiserver v1.20.2 (scripts/build-kube.sh).
 #[derive(Debug, Args)]
 #[command(after_help = "Exit codes: 0 stopped by a signal, 2 error.")]
 pub struct SimArgs {

@@ -24,7 +24,7 @@ const FIELD_MANAGER: &str = "hotsync-sim";
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// The kube-apiserver binary is not built yet.
-    #[error("kube-apiserver {KUBE_VERSION} not found at {}: run scripts/build-apiserver.sh (after scripts/install-deps.sh)", path.display())]
+    #[error("kube-apiserver {KUBE_VERSION} not found at {}: run scripts/build-kube.sh (after scripts/install-deps.sh)", path.display())]
     ApiServerMissing { path: PathBuf },
     /// etcd is not installed.
     #[error("etcd not found on PATH (or $ETCD): run scripts/install-deps.sh")]
@@ -122,19 +122,25 @@ pub struct LocalCluster {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// Where `scripts/build-apiserver.sh` caches the binary (honouring the same environment variables as the
-/// start script).
-pub fn apiserver_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("KUBE_APISERVER") {
+/// Where `scripts/build-kube.sh` caches the Kubernetes binaries: `KUBE_BIN_DIR`, else
+/// `$HOTSYNC_CACHE/kubernetes-v1.20.2` (default cache `~/.cache/hotsync`).
+pub fn kube_bin_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("KUBE_BIN_DIR") {
         return PathBuf::from(p);
     }
     let cache = std::env::var_os("HOTSYNC_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/hotsync")))
         .unwrap_or_else(|| PathBuf::from(".cache/hotsync"));
-    cache
-        .join(format!("kube-apiserver-{KUBE_VERSION}"))
-        .join("kube-apiserver")
+    cache.join(format!("kubernetes-{KUBE_VERSION}"))
+}
+
+/// The kube-apiserver binary: `KUBE_APISERVER`, else the one in [`kube_bin_dir`].
+pub fn apiserver_binary() -> PathBuf {
+    match std::env::var_os("KUBE_APISERVER") {
+        Some(p) => PathBuf::from(p),
+        None => kube_bin_dir().join("kube-apiserver"),
+    }
 }
 
 fn find_etcd() -> Option<PathBuf> {
