@@ -28,8 +28,8 @@
 
 use hotsync::model::{GameServerSet, LABEL_OWNER_GSS};
 use hotsync::rollout::ANNOTATION_REVISION;
-use hotsync_sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
 use hotsync::source::{FetchOptions, Repo};
+use hotsync_sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt as _};
@@ -559,7 +559,9 @@ fn main() {
                 )
             });
         let client = cluster.client().await.expect("a client of the local API server");
-        let sim = Simulation::start(client.clone(), SimConfig::fast());
+        let sim = Simulation::start(client.clone(), SimConfig::fast())
+        .await
+        .unwrap_or_else(|e| panic!("the simulation did not start: {e}"));
         for i in 0..NAMESPACES {
             let ns = Namespace {
                 metadata: kube::api::ObjectMeta {

@@ -206,7 +206,9 @@ fn main() {
                 grace_cap_ms: 0,
                 ..SimConfig::default()
             },
-        );
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the simulation did not start: {e}"));
         let ns = Namespace {
             metadata: kube::api::ObjectMeta {
                 name: Some(NS.into()),

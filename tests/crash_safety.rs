@@ -385,7 +385,9 @@ async fn a_rollout_survives_the_api_server_being_killed_and_restarted_under_it()
         .client()
         .await
         .unwrap_or_else(|e| panic!("a client of the local API server: {e}"));
-    let mut sim = Simulation::start(client.clone(), SimConfig::fast());
+    let mut sim = Simulation::start(client.clone(), SimConfig::fast())
+        .await
+        .unwrap_or_else(|e| panic!("the simulation did not start: {e}"));
     let namespace = "apiserver-restart".to_string();
     Api::<Namespace>::all(client.clone())
         .create(

@@ -1181,6 +1181,9 @@ async fn the_daemon_polls_and_syncs_through_a_shallow_cache_and_steps_over_its_o
         &harness::seed_manifest(&env.namespace, 3, "v0.1", ""),
     );
     let server = GitDaemon::start(&remote);
+    let repo = remote.repo();
+    // The person's commit, read before the daemon starts writing status commits on top of it.
+    let first = main_tip(&repo);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let log = dir.path().join("daemon.log");
     let addr = harness::loopback();
@@ -1206,8 +1209,6 @@ async fn the_daemon_polls_and_syncs_through_a_shallow_cache_and_steps_over_its_o
     );
     all_on(&env, "v0.1", &log, 2 * CONVERGE).await;
     let status_path = format!("status/test/{}/minecraft.yaml", env.namespace);
-    let repo = remote.repo();
-    let first = main_tip(&repo);
     env.eventually("a status commit on main", CONVERGE, || async {
         match file_on(&repo, "main", &status_path) {
             // The source is the person's commit below hotsync's own status commits.

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 use hotsync::model::{GameServerSet, LABEL_OWNER_GSS};
+use hotsync_sim::cluster::Crds;
 use hotsync_sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, PostParams};
@@ -17,9 +18,31 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The delays the shared simulation runs with: tens of milliseconds.
+/// OKG's and Kruise's own CRDs, which every test cluster installs (`../shared/okg/crds`).
+pub fn upstream_crds_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/okg/crds"))
+}
+
+/// The delays the shared simulation runs with (tens of milliseconds), and its node's image table: the
+/// `-same` tags of the sidecar share the digest of the tag they copy, as a re-tag in a registry does.
 pub fn test_config() -> SimConfig {
-    SimConfig::fast()
+    let mut config = SimConfig::fast();
+    for repo in [
+        "registry.example.com/sidecar",
+        "registry.cn-hangzhou.aliyuncs.com/acs/sidecar",
+        "sidecar",
+    ] {
+        for tag in ["v0.1", "v0.2", "v2"] {
+            let digest = hotsync_sim::images::derived_digest(&format!("{repo}:{tag}"));
+            config
+                .image_digests
+                .insert(format!("{repo}:{tag}"), digest.clone());
+            config
+                .image_digests
+                .insert(format!("{repo}:{tag}-same"), digest);
+        }
+    }
+    config
 }
 
 struct Shared {
@@ -43,7 +66,10 @@ fn start_shared() -> Result<Shared, String> {
             .build()
             .map_err(|e| format!("could not build the simulation's runtime: {e}"))?;
         let cluster = runtime
-            .block_on(LocalCluster::start(ClusterOptions::default()))
+            .block_on(LocalCluster::start(ClusterOptions {
+                crds: Some(Crds::Upstream(upstream_crds_dir())),
+                ..ClusterOptions::default()
+            }))
             .map_err(|e| format!("could not start the local API server: {e}"))?;
         let kubeconfig = cluster.kubeconfig().to_path_buf();
         runtime.block_on(async {
@@ -51,7 +77,9 @@ fn start_shared() -> Result<Shared, String> {
                 .client()
                 .await
                 .map_err(|e| format!("could not build a client: {e}"))?;
-            let mut sim = Simulation::start(client, test_config());
+            let mut sim = Simulation::start(client, test_config())
+                .await
+                .map_err(|e| format!("could not start the simulation: {e}"))?;
             // Watches the simulation for the whole process: a task that dies fails every later test.
             tokio::spawn(async move {
                 let e = sim.wait_any_failure().await;

@@ -3,9 +3,10 @@
 
 use crate::harness::{self, TestEnv, CONVERGE};
 use futures::{StreamExt as _, TryStreamExt as _};
-use hotsync::model::{
-    AdvancedStatefulSet, GameServer, GameServerSet, CONDITION_INPLACE_READY, LABEL_REVISION_HASH,
-    LABEL_UPDATE_PRIORITY,
+use hotsync::model::{AdvancedStatefulSet, GameServer, GameServerSet};
+use hotsync_sim::names::{
+    KRUISE_INPLACE_READY as CONDITION_INPLACE_READY, KRUISE_REVISION_LABEL as LABEL_REVISION_HASH,
+    OKG_UPDATE_PRIORITY as LABEL_UPDATE_PRIORITY,
 };
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::api::{Api, Patch, PatchParams};
@@ -16,15 +17,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const ENGINE: &str = "registry.cn-hangzhou.aliyuncs.com/acs/minecraft-demo:1.12.2";
-const SIDECAR_V1: &str = "registry.cn-hangzhou.aliyuncs.com/acs/sidecar:v0.1";
-const SIDECAR_V2: &str = "registry.cn-hangzhou.aliyuncs.com/acs/sidecar:v0.2";
+pub(crate) const ENGINE: &str = "registry.cn-hangzhou.aliyuncs.com/acs/minecraft-demo:1.12.2";
+pub(crate) const SIDECAR_V1: &str = "registry.cn-hangzhou.aliyuncs.com/acs/sidecar:v0.1";
+pub(crate) const SIDECAR_V2: &str = "registry.cn-hangzhou.aliyuncs.com/acs/sidecar:v0.2";
 
 /// Test sets: the seed's `minecraft` set, adjustable.
-struct Gss(Value);
+pub(crate) struct Gss(Value);
 
 impl Gss {
-    fn seed(name: &str) -> Gss {
+    pub(crate) fn seed(name: &str) -> Gss {
         Gss(json!({
             "apiVersion": "game.kruise.io/v1alpha1",
             "kind": "GameServerSet",
@@ -40,39 +41,39 @@ impl Gss {
         }))
     }
 
-    fn replicas(mut self, n: i32) -> Self {
+    pub(crate) fn replicas(mut self, n: i32) -> Self {
         self.0["spec"]["replicas"] = json!(n);
         self
     }
 
-    fn rolling(mut self, key: &str, value: Value) -> Self {
+    pub(crate) fn rolling(mut self, key: &str, value: Value) -> Self {
         self.0["spec"]["updateStrategy"]["rollingUpdate"][key] = value;
         self
     }
 
-    fn set(mut self, key: &str, value: Value) -> Self {
+    pub(crate) fn set(mut self, key: &str, value: Value) -> Self {
         self.0["spec"][key] = value;
         self
     }
 
-    fn build(self) -> GameServerSet {
+    pub(crate) fn build(self) -> GameServerSet {
         serde_json::from_value(self.0).unwrap_or_else(|e| panic!("test set does not parse: {e}"))
     }
 }
 
-fn containers(sidecar: &str) -> Value {
+pub(crate) fn containers(sidecar: &str) -> Value {
     json!([{"name": "minecraft", "image": ENGINE}, {"name": "sidecar", "image": sidecar}])
 }
 
 /// What `kubectl edit gss` sends for a custom resource: a JSON merge patch (the containers list whole).
-async fn edit_gss(env: &TestEnv, name: &str, patch: Value) {
+pub(crate) async fn edit_gss(env: &TestEnv, name: &str, patch: Value) {
     env.api::<GameServerSet>()
         .patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .unwrap_or_else(|e| panic!("could not patch the GameServerSet {name}: {e}"));
 }
 
-async fn set_sidecar(env: &TestEnv, name: &str, image: &str) {
+pub(crate) async fn set_sidecar(env: &TestEnv, name: &str, image: &str) {
     edit_gss(
         env,
         name,
@@ -81,7 +82,7 @@ async fn set_sidecar(env: &TestEnv, name: &str, image: &str) {
     .await;
 }
 
-fn status_of<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
+pub(crate) fn status_of<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
     pod.status
         .as_ref()?
         .container_statuses
@@ -90,7 +91,7 @@ fn status_of<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
         .find(|c| c.name == container)
 }
 
-fn condition(pod: &Pod, type_: &str) -> Option<String> {
+pub(crate) fn condition(pod: &Pod, type_: &str) -> Option<String> {
     pod.status
         .as_ref()?
         .conditions
@@ -100,18 +101,18 @@ fn condition(pod: &Pod, type_: &str) -> Option<String> {
         .map(|c| c.status.clone())
 }
 
-fn is_ready(pod: &Pod) -> bool {
+pub(crate) fn is_ready(pod: &Pod) -> bool {
     condition(pod, "Ready").as_deref() == Some("True")
 }
 
-fn revision(pod: &Pod) -> String {
+pub(crate) fn revision(pod: &Pod) -> String {
     pod.labels()
         .get(LABEL_REVISION_HASH)
         .cloned()
         .unwrap_or_default()
 }
 
-fn describe(pods: &[Pod]) -> String {
+pub(crate) fn describe(pods: &[Pod]) -> String {
     pods.iter()
         .map(|p| {
             let restarts: Vec<String> = p
@@ -145,7 +146,7 @@ fn describe(pods: &[Pod]) -> String {
         .join("; ")
 }
 
-async fn update_revision(env: &TestEnv, name: &str) -> Option<String> {
+pub(crate) async fn update_revision(env: &TestEnv, name: &str) -> Option<String> {
     env.api::<AdvancedStatefulSet>()
         .get_opt(name)
         .await
@@ -156,7 +157,7 @@ async fn update_revision(env: &TestEnv, name: &str) -> Option<String> {
 }
 
 /// Waits until the Advanced StatefulSet names a revision other than `old`.
-async fn new_revision(env: &TestEnv, name: &str, old: &str) -> String {
+pub(crate) async fn new_revision(env: &TestEnv, name: &str, old: &str) -> String {
     env.eventually("a new updateRevision", CONVERGE, || async {
         match update_revision(env, name).await {
             Some(r) if r != old => Ok(r),
@@ -168,7 +169,7 @@ async fn new_revision(env: &TestEnv, name: &str, old: &str) -> String {
 
 /// Waits until the set has `n` pods, all ready on one revision, with `n` GameServers Ready; returns the
 /// pods and that revision.
-async fn settled(env: &TestEnv, name: &str, n: usize) -> (Vec<Pod>, String) {
+pub(crate) async fn settled(env: &TestEnv, name: &str, n: usize) -> (Vec<Pod>, String) {
     env.eventually(
         &format!("{n} ready pods and game servers of {name}"),
         CONVERGE,
@@ -208,7 +209,7 @@ async fn settled(env: &TestEnv, name: &str, n: usize) -> (Vec<Pod>, String) {
     .await
 }
 
-fn uids(pods: &[Pod]) -> BTreeMap<String, String> {
+pub(crate) fn uids(pods: &[Pod]) -> BTreeMap<String, String> {
     pods.iter()
         .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
         .collect()
@@ -216,21 +217,21 @@ fn uids(pods: &[Pod]) -> BTreeMap<String, String> {
 
 /// Waits a quiet period (a multiple of the simulation's delays) and returns the pods: for checking that
 /// something does *not* happen.
-async fn after_quiet_period(env: &TestEnv, name: &str) -> Vec<Pod> {
+pub(crate) async fn after_quiet_period(env: &TestEnv, name: &str) -> Vec<Pod> {
     tokio::time::sleep(Duration::from_millis(800)).await;
     env.pods(name).await
 }
 
 /// Records, from a watch on the namespace's pods, the most pods of a set ever not ready at once, and
 /// whether any pod ever reported InPlaceUpdateReady False.
-struct Recorder {
+pub(crate) struct Recorder {
     max_unready: Arc<Mutex<usize>>,
     saw_inplace_false: Arc<Mutex<bool>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Recorder {
-    async fn start(env: &TestEnv, expected: Vec<String>) -> Recorder {
+    pub(crate) async fn start(env: &TestEnv, expected: Vec<String>) -> Recorder {
         let api: Api<Pod> = env.api();
         let max_unready = Arc::new(Mutex::new(0));
         let saw_inplace_false = Arc::new(Mutex::new(false));
@@ -275,11 +276,11 @@ impl Recorder {
         }
     }
 
-    fn max_unready(&self) -> usize {
+    pub(crate) fn max_unready(&self) -> usize {
         *self.max_unready.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn saw_inplace_false(&self) -> bool {
+    pub(crate) fn saw_inplace_false(&self) -> bool {
         *self
             .saw_inplace_false
             .lock()
@@ -735,13 +736,18 @@ async fn pods_patched_like_hotsync_does_are_up_to_date_for_the_controller() {
     );
 }
 
+/// Kruise has no relabel pass: `rollingUpdateStatefulsetPods` skips a pod only when its
+/// `controller-revision-hash` is the update revision, so a pod that already runs the target images (bumped
+/// on the pod alone) still gets Kruise's whole in-place update (`inPlaceUpdatePod`, `inplaceupdate.Update`:
+/// InPlaceUpdateReady False, the state annotation, the revision label) and completes without a second
+/// restart, since the image it reports is exactly the spec's.
 #[tokio::test]
-async fn a_relabel_pass_gives_pods_already_on_the_target_images_the_new_revision() {
-    let env = harness::env("relabel").await;
+async fn kruise_updates_in_place_a_pod_that_already_runs_the_target_images_without_restarting_it_again(
+) {
+    let env = harness::env("no-relabel-pass").await;
     env.create_gss(&Gss::seed("minecraft").build()).await;
     let (before, rev1) = settled(&env, "minecraft", 3).await;
     let recorder = Recorder::start(&env, before.iter().map(|p| p.name_any()).collect()).await;
-    // Hold the rollout, bump the image on the pods only (no label), then release: OKG only relabels.
     edit_gss(
         &env,
         "minecraft",
@@ -774,6 +780,10 @@ async fn a_relabel_pass_gives_pods_already_on_the_target_images_the_new_revision
         }
     })
     .await;
+    assert!(
+        !recorder.saw_inplace_false(),
+        "no update before the template changes"
+    );
     edit_gss(
         &env,
         "minecraft",
@@ -783,8 +793,9 @@ async fn a_relabel_pass_gives_pods_already_on_the_target_images_the_new_revision
         }}),
     )
     .await;
-    new_revision(&env, "minecraft", &rev1).await;
-    let (after, _) = settled(&env, "minecraft", 3).await;
+    let rev2 = new_revision(&env, "minecraft", &rev1).await;
+    let (after, rev) = settled(&env, "minecraft", 3).await;
+    assert_eq!(rev, rev2);
     assert_eq!(uids(&before), uids(&after));
     for pod in &after {
         assert_eq!(
@@ -793,10 +804,15 @@ async fn a_relabel_pass_gives_pods_already_on_the_target_images_the_new_revision
             "{}",
             describe(&after)
         );
+        let state = pod
+            .annotations()
+            .get(hotsync_sim::names::KRUISE_INPLACE_STATE)
+            .unwrap_or_else(|| panic!("{} has no in-place update state", pod.name_any()));
+        assert!(state.contains(&rev2), "{state}");
     }
     assert!(
-        !recorder.saw_inplace_false(),
-        "relabelled pods must not go through an in-place update"
+        recorder.saw_inplace_false(),
+        "Kruise ran its own in-place update on the pods"
     );
 }
 
@@ -866,6 +882,9 @@ async fn a_game_server_image_override_is_patched_onto_its_pod() {
     .await;
 }
 
+/// `inPlaceUpdatePod` and `refreshPodState` (stateful_set_control.go): a pod held by the in-place hook waits
+/// in PreparingUpdate; released, it is updated (Updating) and, once complete, is Updated, not Normal, until
+/// the hook's labels are back on it.
 #[tokio::test]
 async fn an_in_place_update_walks_the_lifecycle_states() {
     let env = harness::env("lifecycle").await;
@@ -916,8 +935,30 @@ async fn an_in_place_update_walks_the_lifecycle_states() {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let (pods, rev) = settled(&env, "minecraft", 1).await;
-    assert_eq!(rev, rev2);
+    env.eventually("Updated, once the update completed", CONVERGE, || async {
+        let pods = env.pods("minecraft").await;
+        match pods.first() {
+            Some(p) if state(p) == "Updated" && revision(p) == rev2 && is_ready(p) => Ok(()),
+            _ => Err(describe(&pods)),
+        }
+    })
+    .await;
+    let pods = env.pods("minecraft").await;
+    assert_eq!(
+        status_of(&pods[0], "sidecar").map(|c| c.restart_count),
+        Some(1)
+    );
+    // refreshPodState: Updated stays Updated until the hook holds the pod again; then Normal.
+    let pods = after_quiet_period(&env, "minecraft").await;
+    assert_eq!(state(&pods[0]), "Updated");
+    env.api::<Pod>()
+        .patch(
+            "minecraft-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"example.com/hold": "true"}}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     env.eventually("Normal again", CONVERGE, || async {
         let pods = env.pods("minecraft").await;
         match pods.first() {
@@ -926,10 +967,6 @@ async fn an_in_place_update_walks_the_lifecycle_states() {
         }
     })
     .await;
-    assert_eq!(
-        status_of(&pods[0], "sidecar").map(|c| c.restart_count),
-        Some(1)
-    );
 }
 
 #[tokio::test]

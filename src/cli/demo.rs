@@ -3,8 +3,8 @@ use anyhow::Context as _;
 use clap::Args;
 use hotsync::model::{GameServer, GameServerSet, LABEL_OWNER_GSS};
 use hotsync::rollout::RolloutOptions;
-use hotsync_sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
 use hotsync::sync::SyncOptions;
+use hotsync_sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::Api;
@@ -82,7 +82,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<i32> {
             restart_delay_ms: 400,
             ..SimConfig::default()
         },
-    );
+    )
+    .await?;
     println!("kubeconfig: {}", cluster.kubeconfig().display());
 
     let scratch = tempfile::tempdir()?;

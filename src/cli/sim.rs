@@ -1,18 +1,25 @@
 use anyhow::Context as _;
 use clap::Args;
-use hotsync_sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
+use hotsync_sim::{ClusterOptions, LocalCluster, NodeMode, SimConfig, Simulation};
 use std::path::PathBuf;
 
-/// Run the simulated cluster alone: a real kube-apiserver on loopback, with a simulated OKG controller and
-/// kubelet, until interrupted (Ctrl-C or SIGTERM). Point kubectl or `hotsync sync` at its kubeconfig.
+/// Run the local cluster alone until interrupted (Ctrl-C or SIGTERM): a real kube-apiserver, OKG's and
+/// Kruise's controllers simulated from their source, and a node: the real one (containerd, kubelet,
+/// scheduler, controller-manager and a local registry; needs root) or a simulated kubelet. Point kubectl
+/// or `hotsync sync` at its kubeconfig.
 ///
-/// Needs etcd (scripts/install-deps.sh) and kube-apiserver v1.20.2 (scripts/build-kube.sh).
+/// Needs the packages of scripts/install-deps.sh and the binaries of scripts/build-kube.sh.
 #[derive(Debug, Args)]
 #[command(after_help = "Exit codes: 0 stopped by a signal, 2 error.")]
 pub struct SimArgs {
-    /// Copy the cluster's admin kubeconfig here once it is ready.
+    /// Copy the cluster's admin kubeconfig here once it is ready; with `--node real`, `FILE.env` also gets
+    /// `REGISTRY=host:port` (images pushed there can be pulled by the node) and `NODE_NAME`.
     #[arg(long, value_name = "FILE")]
     pub kubeconfig_out: Option<PathBuf>,
+    /// The node: `real` (a kubelet on containerd, with a scheduler, a controller-manager and a local
+    /// registry) or `simulated` (a kubelet the simulation plays, for hundreds of pods).
+    #[arg(long, value_enum, default_value_t = NodeArg::Simulated)]
+    pub node: NodeArg,
     /// Where the API server's files go (default: a new directory under the temp dir, removed on exit).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -36,6 +43,22 @@ pub struct SimArgs {
     pub crashing_image_markers: Vec<String>,
 }
 
+/// `--node`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeArg {
+    Real,
+    Simulated,
+}
+
+impl From<NodeArg> for NodeMode {
+    fn from(n: NodeArg) -> Self {
+        match n {
+            NodeArg::Real => NodeMode::Real,
+            NodeArg::Simulated => NodeMode::Simulated,
+        }
+    }
+}
+
 impl SimArgs {
     fn config(&self) -> SimConfig {
         SimConfig {
@@ -45,6 +68,7 @@ impl SimArgs {
             grace_cap_ms: self.grace_cap_ms,
             missing_image_markers: self.missing_image_markers.clone(),
             crashing_image_markers: self.crashing_image_markers.clone(),
+            simulated_kubelet: self.node == NodeArg::Simulated,
             ..SimConfig::default()
         }
     }
@@ -60,23 +84,46 @@ pub fn run(args: SimArgs) -> anyhow::Result<i32> {
 
 async fn serve(args: SimArgs) -> anyhow::Result<i32> {
     let config = args.config();
-    eprintln!("starting kube-apiserver and etcd...");
+    eprintln!(
+        "starting kube-apiserver and etcd{}...",
+        if args.node == NodeArg::Real {
+            ", and a real node"
+        } else {
+            ""
+        }
+    );
     let cluster = LocalCluster::start(ClusterOptions {
         state_dir: args.state_dir.clone(),
+        node: args.node.into(),
         ..ClusterOptions::default()
     })
     .await?;
     let client = cluster.client().await?;
-    let mut sim = Simulation::start(client, config);
+    let mut sim = Simulation::start(client, config).await?;
     let kubeconfig = match &args.kubeconfig_out {
         Some(out) => {
             std::fs::copy(cluster.kubeconfig(), out)
                 .with_context(|| format!("could not write the kubeconfig to {}", out.display()))?;
+            if let Some(node) = cluster.node() {
+                let env = PathBuf::from(format!("{}.env", out.display()));
+                let text = format!(
+                    "# The local cluster's real node; source it.\nexport REGISTRY={}\nexport NODE_NAME={}\nexport NODE_IP={}\n",
+                    node.registry, node.node_name, node.node_ip
+                );
+                std::fs::write(&env, text)
+                    .with_context(|| format!("could not write {}", env.display()))?;
+            }
             out.clone()
         }
         None => cluster.kubeconfig().to_path_buf(),
     };
-    println!("simulated cluster ready at {}", cluster.env().apiserver_url);
+    if let Some(node) = cluster.node() {
+        println!(
+            "real node {} at {}, registry {} (images pushed there are pullable by the node)",
+            node.node_name, node.node_ip, node.registry
+        );
+    }
+    println!("cluster ready at {}", cluster.env().apiserver_url);
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl get gss,gs,pods -A");
     println!("Ctrl-C stops it and removes its data.");

@@ -3,7 +3,7 @@
 // kube-derive takes one `printcolumn(...)` per column, each with `type_`; clippy reads those as duplicates.
 #![allow(clippy::duplicated_attributes)]
 
-use super::{int_or_string, preserve_unknown, Extra, Lifecycle};
+use super::{int_or_string, preserve_unknown, Extra, InPlaceUpdateStrategy, Lifecycle};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -63,6 +63,27 @@ pub struct AdvancedStatefulSetSpec {
     pub reserve_ordinals: Option<Vec<IntOrString>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Lifecycle>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_strategy: Option<AstsScaleStrategy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_history_limit: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub volume_claim_templates: Option<Vec<k8s_openapi::api::core::v1::PersistentVolumeClaim>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim_retention_policy: Option<super::PvcRetentionPolicy>,
+    #[serde(flatten, default, skip_serializing_if = "Extra::is_empty")]
+    #[schemars(skip)]
+    pub extra: Extra,
+}
+
+/// Kruise's scale strategy of an Advanced StatefulSet.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AstsScaleStrategy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "int_or_string")]
+    pub max_unavailable: Option<IntOrString>,
     #[serde(flatten, default, skip_serializing_if = "Extra::is_empty")]
     #[schemars(skip)]
     pub extra: Extra,
@@ -82,6 +103,9 @@ pub struct AstsUpdateStrategy {
     pub type_: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolling_update: Option<AstsRollingUpdate>,
+    #[serde(flatten, default, skip_serializing_if = "Extra::is_empty")]
+    #[schemars(skip)]
+    pub extra: Extra,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
@@ -98,9 +122,49 @@ pub struct AstsRollingUpdate {
     pub paused: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_ready_seconds: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_place_update_strategy: Option<InPlaceUpdateStrategy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unordered_update: Option<UnorderedUpdate>,
     #[serde(flatten, default, skip_serializing_if = "Extra::is_empty")]
     #[schemars(skip)]
     pub extra: Extra,
+}
+
+/// Kruise's unordered update: the order comes from a priority strategy instead of the ordinals.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UnorderedUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_strategy: Option<UpdatePriorityStrategy>,
+    #[serde(flatten, default, skip_serializing_if = "Extra::is_empty")]
+    #[schemars(skip)]
+    pub extra: Extra,
+}
+
+/// Kruise's `UpdatePriorityStrategy`: weights of label selectors, or the integer value of labels.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdatePriorityStrategy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_priority: Option<Vec<UpdatePriorityOrderTerm>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_priority: Option<Vec<UpdatePriorityWeightTerm>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdatePriorityOrderTerm {
+    pub ordered_key: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdatePriorityWeightTerm {
+    pub weight: i32,
+    #[serde(default)]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub match_selector: LabelSelector,
 }
 
 /// Kruise's view of the rollout: which revision pods should run, and how many do.

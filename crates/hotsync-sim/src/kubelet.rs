@@ -7,8 +7,16 @@
 //! images marked crashing loop. Deleted pods are finished (deleted with grace period 0) once their grace
 //! period, capped by the configuration, has passed. What the kubelet remembers between events (when a
 //! container was asked for) lives in memory; everything it reports comes from the pod it reads.
+//!
+//! Images are reported as a kubelet on containerd reports them ([`crate::images`]): the full reference
+//! for a short name, an `imageID` of `repository@digest` from the configured table of digests, and, when
+//! two tags share a digest, possibly the other tag. A pod is Ready only when its containers are and every
+//! readiness gate has a condition that is True (a gate without a condition is not ready, as in the kubelet's
+//! `status.GeneratePodReadyCondition`). The node renews its Lease and posts its Ready condition as a
+//! kubelet does, so that a node lifecycle controller beside it never takes it for dead.
 
-use super::{shutdown_signal, whole_seconds, SimConfig, SimError};
+use crate::images::{ImageStore, Reported};
+use crate::{shutdown_signal, whole_seconds, SimConfig, SimError};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{
     Binding, ContainerState, ContainerStateRunning, ContainerStateTerminated,
@@ -62,6 +70,8 @@ impl KubeletError {
 #[derive(Debug, Clone)]
 struct ContainerSim {
     image: String,
+    /// What the node reports for it (its image's first tag and `repository@digest`).
+    reported: Reported,
     /// When this image was asked for.
     since: Instant,
     since_wall: Timestamp,
@@ -80,6 +90,9 @@ struct ContainerSim {
 struct Previous {
     container_id: String,
     image: String,
+    /// What the node reported for it: an exited container keeps being reported (its image and imageID)
+    /// until the new one runs, as the kubelet's `convertToAPIContainerStatuses` does.
+    reported: Reported,
     started: Option<Timestamp>,
     finished: Timestamp,
 }
@@ -96,7 +109,17 @@ struct Ctx {
     client: kube::Client,
     config: SimConfig,
     pods: Mutex<HashMap<String, PodSim>>,
+    images: Mutex<ImageStore>,
     next_ip: AtomicU32,
+}
+
+impl Ctx {
+    fn pull(&self, image: &str) -> Reported {
+        self.images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pull(image, &self.config.image_digests)
+    }
 }
 
 /// Runs the kubelet until shutdown: registers the Node, then reconciles every pod.
@@ -112,12 +135,19 @@ pub(crate) async fn run(
             source,
         })?;
     let pods: Api<Pod> = Api::all(client.clone());
+    let heartbeat = tokio::spawn(heartbeat(
+        client.clone(),
+        config.node_name.clone(),
+        shutdown.clone(),
+    ));
     let ctx = Arc::new(Ctx {
         client,
         config,
         pods: Mutex::new(HashMap::new()),
+        images: Mutex::new(ImageStore::default()),
         next_ip: AtomicU32::new(2),
     });
+    let _heartbeat = AbortOnDrop(heartbeat);
     Controller::new(pods, watcher::Config::default())
         .trigger_backoff(hotsync_model::WatchBackoff::default())
         .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
@@ -132,6 +162,61 @@ pub(crate) async fn run(
         Ok(())
     } else {
         Err(SimError::Ended { task: "kubelet" })
+    }
+}
+
+/// Aborts the task when dropped: the heartbeat lives exactly as long as the kubelet's controller.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The node's Lease in `kube-node-lease`, renewed every 10 s, and its Ready condition's heartbeat every
+/// 40 s (a kubelet's `nodeLeaseDurationSeconds` and `nodeStatusReportFrequency` defaults are 40 s and 5 min).
+async fn heartbeat(client: kube::Client, node: String, mut shutdown: watch::Receiver<bool>) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let nodes: Api<Node> = Api::all(client);
+    let mut tick = 0u32;
+    loop {
+        let lease = json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": node, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": node, "leaseDurationSeconds": 40,
+                     "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(Timestamp::now())},
+        });
+        if let Err(e) = leases
+            .patch(
+                &node,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&lease),
+            )
+            .await
+        {
+            tracing::debug!(error = %e, "simulated kubelet: renew the node lease");
+        }
+        if tick % 4 == 0 {
+            let now = crate::now_time();
+            let status = json!({"status": {"conditions": [{
+                "type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "hotsync simulated kubelet is posting ready status",
+                "lastHeartbeatTime": now,
+            }]}});
+            if let Err(e) = nodes
+                .patch_status(&node, &PatchParams::default(), &Patch::Strategic(status))
+                .await
+            {
+                tracing::debug!(error = %e, "simulated kubelet: node heartbeat");
+            }
+        }
+        tick = tick.wrapping_add(1);
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
     }
 }
 
@@ -211,15 +296,6 @@ fn error_policy(_pod: Arc<Pod>, err: &KubeletError, _ctx: Arc<Ctx>) -> Action {
         tracing::warn!(error = %err, "simulated kubelet");
         Action::requeue(Duration::from_millis(500))
     }
-}
-
-/// The image ID the kubelet reports for an image: a digest derived from the image's name.
-pub fn image_id(image: &str) -> String {
-    let repo = image.split('@').next().unwrap_or(image);
-    format!(
-        "docker-pullable://{repo}@sha256:{}",
-        super::sha256_hex(image.as_bytes())
-    )
 }
 
 fn container_id(uid: &str, name: &str, restarts: i32) -> String {
@@ -337,7 +413,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, KubeletError>
         let sim = pods
             .entry(uid.clone())
             .or_insert_with(|| new_pod_sim(&pod, &ctx));
-        desired_status(sim, &pod, &uid, now, &ctx.config)
+        desired_status(sim, &pod, &uid, now, &ctx)
     };
     if status_differs(pod.status.as_ref(), &status) {
         let patch = json!({
@@ -405,10 +481,16 @@ fn compute_container(
         }),
         ..Default::default()
     };
+    // Until the new container runs, the exited one is what the runtime reports (its image and imageID);
+    // a container that never ran shows the spec's image, verbatim, and no imageID.
+    let (waiting_image, waiting_image_id) = match &c.previous {
+        Some(p) => (p.reported.image.clone(), p.reported.image_id.clone()),
+        None => (c.image.clone(), String::new()),
+    };
     let base = ContainerStatus {
         name: name.to_string(),
-        image: c.image.clone(),
-        image_id: String::new(),
+        image: waiting_image,
+        image_id: waiting_image_id,
         container_id: c.previous.as_ref().map(|p| p.container_id.clone()),
         ready: false,
         restart_count: c.restarts_before,
@@ -473,7 +555,8 @@ fn compute_container(
         return Computed {
             status: ContainerStatus {
                 container_id: Some(cid.clone()),
-                image_id: image_id(&c.image),
+                image: c.reported.image.clone(),
+                image_id: c.reported.image_id.clone(),
                 restart_count: restarts,
                 state: Some(waiting(
                     "CrashLoopBackOff",
@@ -501,7 +584,8 @@ fn compute_container(
     Computed {
         status: ContainerStatus {
             container_id: Some(container_id(uid, name, c.restarts_after)),
-            image_id: image_id(&c.image),
+            image: c.reported.image.clone(),
+            image_id: c.reported.image_id.clone(),
             restart_count: c.restarts_after,
             ready,
             started: Some(true),
@@ -521,8 +605,8 @@ fn compute_container(
 /// A container as the simulation first meets it: from the pod's reported status when it already runs this
 /// image (the kubelet restarted), else freshly created.
 fn adopt_container(
-    name: &str,
     image: &str,
+    reported: Reported,
     existing: Option<&ContainerStatus>,
     now: Instant,
     delay: Duration,
@@ -530,9 +614,10 @@ fn adopt_container(
     let since_wall = Timestamp::now();
     if let Some(cs) = existing {
         let running = cs.state.as_ref().and_then(|s| s.running.as_ref());
-        if cs.image == image && cs.ready && running.is_some() {
+        if cs.image_id == reported.image_id && cs.ready && running.is_some() {
             return ContainerSim {
                 image: image.to_string(),
+                reported,
                 since: now,
                 since_wall,
                 delay: Duration::ZERO,
@@ -550,6 +635,7 @@ fn adopt_container(
         if cs.container_id.is_some() {
             return ContainerSim {
                 image: image.to_string(),
+                reported,
                 since: now,
                 since_wall,
                 delay,
@@ -558,6 +644,10 @@ fn adopt_container(
                 previous: cs.container_id.clone().map(|id| Previous {
                     container_id: id,
                     image: cs.image.clone(),
+                    reported: Reported {
+                        image: cs.image.clone(),
+                        image_id: cs.image_id.clone(),
+                    },
                     started: None,
                     finished: whole_seconds(since_wall),
                 }),
@@ -565,9 +655,9 @@ fn adopt_container(
             };
         }
     }
-    let _ = name;
     ContainerSim {
         image: image.to_string(),
+        reported,
         since: now,
         since_wall,
         delay,
@@ -584,8 +674,9 @@ fn desired_status(
     pod: &Pod,
     uid: &str,
     now: Instant,
-    config: &SimConfig,
+    ctx: &Ctx,
 ) -> (PodStatus, Option<Instant>) {
+    let config = &ctx.config;
     let spec = pod.spec.clone().unwrap_or_default();
     let current = pod.status.clone().unwrap_or_default();
     let reported: HashMap<&str, &ContainerStatus> = current
@@ -605,8 +696,8 @@ fn desired_status(
             .entry(container.name.clone())
             .or_insert_with(|| {
                 adopt_container(
-                    &container.name,
                     &image,
+                    ctx.pull(&image),
                     reported.get(container.name.as_str()).copied(),
                     now,
                     config.start_delay(),
@@ -619,6 +710,10 @@ fn desired_status(
                 old.status.container_id.clone().map(|id| Previous {
                     container_id: id,
                     image: entry.image.clone(),
+                    reported: Reported {
+                        image: old.status.image.clone(),
+                        image_id: old.status.image_id.clone(),
+                    },
                     started: old
                         .status
                         .state
@@ -634,6 +729,7 @@ fn desired_status(
             let restarts_before = old.status.restart_count;
             *entry = ContainerSim {
                 image: image.clone(),
+                reported: ctx.pull(&image),
                 since: now,
                 since_wall: Timestamp::now(),
                 delay: config.restart_delay(),
@@ -658,10 +754,11 @@ fn desired_status(
         ics.iter()
             .map(|ic| {
                 let image = ic.image.clone().unwrap_or_default();
+                let r = ctx.pull(&image);
                 ContainerStatus {
                     name: ic.name.clone(),
-                    image_id: image_id(&image),
-                    image,
+                    image_id: r.image_id,
+                    image: r.image,
                     container_id: Some(container_id(uid, &ic.name, 0)),
                     ready: true,
                     restart_count: 0,
@@ -688,7 +785,7 @@ fn desired_status(
         existing_conditions
             .iter()
             .find(|c| c.type_ == g.condition_type)
-            .is_none_or(|c| c.status == "True")
+            .is_some_and(|c| c.status == "True")
     });
     let condition = |type_: &str, ok: bool, reason: Option<&str>| {
         let status = if ok { "True" } else { "False" };
@@ -770,7 +867,8 @@ mod tests {
     use super::*;
 
     fn fresh(image: &str, now: Instant, delay: Duration) -> ContainerSim {
-        adopt_container("c", image, None, now, delay)
+        let reported = ImageStore::default().pull(image, &Default::default());
+        adopt_container(image, reported, None, now, delay)
     }
 
     #[test]
@@ -792,7 +890,11 @@ mod tests {
         );
         assert!(ready.status.ready);
         assert_eq!(ready.status.restart_count, 0);
-        assert_eq!(ready.status.image_id, image_id("img:v1"));
+        assert_eq!(ready.status.image, "docker.io/library/img:v1");
+        assert!(ready
+            .status
+            .image_id
+            .starts_with("docker.io/library/img@sha256:"));
         assert!(ready.next.is_none());
     }
 
@@ -813,12 +915,5 @@ mod tests {
         let b = compute_container(&c, "c", "uid", t0 + Duration::from_secs(3), &cfg);
         assert!(b.status.restart_count > a.status.restart_count);
         assert!(!b.status.ready);
-    }
-
-    #[test]
-    fn image_ids_are_derived_from_the_image() {
-        assert!(image_id("r.io/a/sidecar:v0.1")
-            .starts_with("docker-pullable://r.io/a/sidecar:v0.1@sha256:"));
-        assert_ne!(image_id("a:v1"), image_id("a:v2"));
     }
 }

@@ -1,17 +1,23 @@
-//! The simulated parts of a cluster that cannot run on a development machine: OKG's controller (with
-//! Kruise's rollout rules) and a kubelet, written as ordinary API clients against a real kube-apiserver.
+//! The test bed that examines hotsync: a genuine kube-apiserver with etcd on loopback, a real node where
+//! the machine allows (containerd, kubelet, scheduler, controller-manager, a local registry), and, written
+//! from their upstream source, what cannot run here: OpenKruiseGame's controllers and admission webhooks
+//! ([`okg`]) and Kruise's Advanced StatefulSet controller ([`kruise`]); a simulated kubelet ([`kubelet`])
+//! stands in for the real node where hundreds of pods are needed.
 //!
-//! [`LocalCluster`] starts that API server (etcd and kube-apiserver 1.20.2 on loopback, through the embedded
-//! `scripts/start-cluster.sh`) and installs our CRDs; [`Simulation`] runs the simulated OKG controller
-//! ([`okg`]) and kubelet ([`kubelet`]) against any `kube::Client`. Nothing else in hotsync knows it talks to
-//! a simulation: objects go through the API server exactly as on a real cluster.
+//! This crate depends on the typed model and Kubernetes' client only, never on the product: it takes no
+//! decision from hotsync, so that a wrong rule in hotsync shows as a failing test instead of being echoed.
+//! Upstream's names are its own ([`names`]).
+//!
+//! [`LocalCluster`] starts the API server (through the embedded `scripts/start-cluster.sh`) and, with
+//! [`NodeMode::Real`], the node; [`Simulation`] runs the simulated controllers against any `kube::Client`.
+//! Nothing else knows it talks to a simulation: objects go through the API server as on a real cluster.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use hotsync_sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
 //! let cluster = LocalCluster::start(ClusterOptions::default()).await?;
 //! let client = cluster.client().await?;
-//! let sim = Simulation::start(client.clone(), SimConfig::fast());
+//! let sim = Simulation::start(client.clone(), SimConfig::fast()).await?;
 //! // ... apply GameServerSets with `client`, or point kubectl at `cluster.kubeconfig()` ...
 //! sim.shutdown().await?;
 //! cluster.stop()?;
@@ -19,14 +25,21 @@
 //! ```
 
 pub mod cluster;
+mod gc;
+pub mod images;
+pub mod kruise;
 pub mod kubelet;
 pub mod names;
+pub mod node;
 pub mod okg;
+mod pods;
 
-pub use cluster::{ClusterEnv, ClusterError, ClusterOptions, LocalCluster};
+pub use cluster::{ClusterEnv, ClusterError, ClusterOptions, LocalCluster, NodeMode};
+pub use okg::webhook::{WebhookMode, Webhooks};
 
 use futures::future::{select_all, FutureExt as _};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -49,6 +62,12 @@ pub struct SimConfig {
     pub grace_cap_ms: u64,
     /// The name of the Node the kubelet registers and binds pods to.
     pub node_name: String,
+    /// Image digests by reference (`registry.example.com/sidecar:v0.2` -> `sha256:...`): two tags of one
+    /// digest are one image to the node. A reference not listed has a digest of its own.
+    pub image_digests: BTreeMap<String, String>,
+    /// Run the simulated kubelet (and a garbage collector, since no controller-manager runs beside it).
+    /// Off with a real node.
+    pub simulated_kubelet: bool,
 }
 
 impl Default for SimConfig {
@@ -61,6 +80,8 @@ impl Default for SimConfig {
             crashing_image_markers: vec!["crash".into()],
             grace_cap_ms: 1000,
             node_name: kubelet::DEFAULT_NODE_NAME.into(),
+            image_digests: BTreeMap::new(),
+            simulated_kubelet: true,
         }
     }
 }
@@ -131,6 +152,9 @@ pub enum SimError {
     /// A task did not stop within the shutdown timeout and was aborted.
     #[error("the {task} task did not stop in time")]
     ShutdownTimeout { task: &'static str },
+    /// OKG's admission webhooks could not be served or registered.
+    #[error("OKG's simulated webhooks: {what}")]
+    Webhook { what: String },
 }
 
 impl SimError {
@@ -141,18 +165,21 @@ impl SimError {
             SimError::Ended { .. } => "ended",
             SimError::Join { .. } => "join",
             SimError::ShutdownTimeout { .. } => "shutdown_timeout",
+            SimError::Webhook { .. } => "webhook",
         }
     }
 }
 
 type Task = (&'static str, JoinHandle<Result<(), SimError>>);
 
-/// The running simulated OKG controller and kubelet. Every task's `JoinHandle` is kept here: dropping the
-/// simulation aborts them; [`Simulation::shutdown`] stops them gracefully.
+/// The running simulated controllers, webhooks and (optionally) kubelet. Every task's `JoinHandle` is
+/// kept here: dropping the simulation aborts them; [`Simulation::shutdown`] stops them gracefully and
+/// unregisters the webhooks.
 pub struct Simulation {
     tasks: Vec<Task>,
     shutdown: watch::Sender<bool>,
     config: SimConfig,
+    webhooks: Webhooks,
 }
 
 impl std::fmt::Debug for Simulation {
@@ -171,17 +198,49 @@ pub(crate) async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
 }
 
 impl Simulation {
-    /// Spawns the simulated OKG controller and kubelet on the current tokio runtime. They watch every
-    /// namespace through `client`. Must be called from within a tokio runtime.
-    pub fn start(client: kube::Client, config: SimConfig) -> Simulation {
+    /// Serves and registers OKG's webhooks, then spawns OKG's GameServerSet and GameServer controllers,
+    /// Kruise's Advanced StatefulSet controller and, with [`SimConfig::simulated_kubelet`], the simulated
+    /// kubelet and garbage collector, on the current tokio runtime. They watch every namespace through
+    /// `client`.
+    ///
+    /// # Errors
+    /// [`SimError::Webhook`] when the webhooks cannot be served or registered.
+    pub async fn start(client: kube::Client, config: SimConfig) -> Result<Simulation, SimError> {
         let (tx, rx) = watch::channel(false);
-        let kubelet = tokio::spawn(kubelet::run(client.clone(), config.clone(), rx.clone()));
-        let okg = tokio::spawn(okg::run(client, config.clone(), rx));
-        Simulation {
-            tasks: vec![("kubelet", kubelet), ("okg", okg)],
+        let (webhooks, server) = okg::webhook::start(client.clone(), rx.clone()).await?;
+        let mut tasks: Vec<Task> = vec![
+            ("okg-webhook", server),
+            (
+                "okg-gameserverset",
+                tokio::spawn(okg::run_gss(client.clone(), rx.clone())),
+            ),
+            (
+                "okg-gameserver",
+                tokio::spawn(okg::gameserver::run(client.clone(), rx.clone())),
+            ),
+            (
+                "kruise",
+                tokio::spawn(kruise::run(client.clone(), rx.clone())),
+            ),
+        ];
+        if config.simulated_kubelet {
+            tasks.push((
+                "kubelet",
+                tokio::spawn(kubelet::run(client.clone(), config.clone(), rx.clone())),
+            ));
+            tasks.push(("gc", tokio::spawn(gc::run(client, rx))));
+        }
+        Ok(Simulation {
+            tasks,
             shutdown: tx,
             config,
-        }
+            webhooks,
+        })
+    }
+
+    /// OKG's webhooks, to make one namespace's network plugin misbehave.
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
     }
 
     /// The configuration the simulation runs with.
@@ -212,6 +271,7 @@ impl Simulation {
     /// Asks every task to stop and waits for them (up to 10 seconds each, then aborts). Returns the first
     /// error a task reported.
     pub async fn shutdown(mut self) -> Result<(), SimError> {
+        self.webhooks.unregister().await;
         let _ = self.shutdown.send(true);
         let mut first: Option<SimError> = None;
         for (task, mut handle) in std::mem::take(&mut self.tasks) {
