@@ -54,6 +54,7 @@ struct Shared {
 
 static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
 static SIM_FAILURE: Mutex<Option<String>> = Mutex::new(None);
+static WEBHOOKS: OnceLock<std::sync::Arc<hotsync_sim::Webhooks>> = OnceLock::new();
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn start_shared() -> Result<Shared, String> {
@@ -80,6 +81,7 @@ fn start_shared() -> Result<Shared, String> {
             let mut sim = Simulation::start(client, test_config())
                 .await
                 .map_err(|e| format!("could not start the simulation: {e}"))?;
+            let _ = WEBHOOKS.set(sim.webhooks());
             // Watches the simulation for the whole process: a task that dies fails every later test.
             tokio::spawn(async move {
                 let e = sim.wait_any_failure().await;
@@ -106,6 +108,14 @@ fn shared() -> &'static Shared {
     match SHARED.get_or_init(start_shared) {
         Ok(s) => s,
         Err(e) => panic!("this test needs the local API server and cannot have one: {e}"),
+    }
+}
+
+/// OKG's simulated webhooks of the shared cluster (started by [`env`]).
+pub fn webhooks() -> std::sync::Arc<hotsync_sim::Webhooks> {
+    match WEBHOOKS.get() {
+        Some(w) => w.clone(),
+        None => panic!("the shared cluster is not started: call harness::env first"),
     }
 }
 

@@ -13,6 +13,7 @@ mod plan_cli;
 mod secrets;
 mod sim_cluster;
 mod sim_fidelity;
+mod sim_upstream;
 mod status_git;
 mod status_servers;
 mod sync_rollout;

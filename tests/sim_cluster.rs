@@ -190,7 +190,10 @@ pub(crate) async fn settled(env: &TestEnv, name: &str, n: usize) -> (Vec<Pod>, S
             }
             let gss = env
                 .api::<GameServer>()
-                .list(&Default::default())
+                .list(
+                    &kube::api::ListParams::default()
+                        .labels(&format!("game.kruise.io/owner-gss={name}")),
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             let ready = gss

@@ -2,12 +2,9 @@
 //! what the simulation writes.
 
 use crate::harness::{self, CONVERGE};
-use hotsync::model::{AdvancedStatefulSet, GameServer, GameServerSet};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, PostParams};
+use hotsync::model::GameServerSet;
 use serde_json::json;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 fn seed() -> GameServerSet {
     serde_json::from_value(json!({

@@ -198,7 +198,7 @@ async fn heartbeat(client: kube::Client, node: String, mut shutdown: watch::Rece
         {
             tracing::debug!(error = %e, "simulated kubelet: renew the node lease");
         }
-        if tick % 4 == 0 {
+        if tick.is_multiple_of(4) {
             let now = crate::now_time();
             let status = json!({"status": {"conditions": [{
                 "type": "Ready", "status": "True", "reason": "KubeletReady",

@@ -179,7 +179,7 @@ pub struct Simulation {
     tasks: Vec<Task>,
     shutdown: watch::Sender<bool>,
     config: SimConfig,
-    webhooks: Webhooks,
+    webhooks: std::sync::Arc<Webhooks>,
 }
 
 impl std::fmt::Debug for Simulation {
@@ -234,13 +234,13 @@ impl Simulation {
             tasks,
             shutdown: tx,
             config,
-            webhooks,
+            webhooks: std::sync::Arc::new(webhooks),
         })
     }
 
     /// OKG's webhooks, to make one namespace's network plugin misbehave.
-    pub fn webhooks(&self) -> &Webhooks {
-        &self.webhooks
+    pub fn webhooks(&self) -> std::sync::Arc<Webhooks> {
+        self.webhooks.clone()
     }
 
     /// The configuration the simulation runs with.

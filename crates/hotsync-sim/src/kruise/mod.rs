@@ -1134,9 +1134,8 @@ impl Pass<'_> {
             return self
                 .update_pod(&name, |p| {
                     let a = p.metadata.annotations.get_or_insert_with(Default::default);
-                    let had = a.remove(KRUISE_INPLACE_GRACE).is_some()
-                        | a.remove(KRUISE_INPLACE_GRACE_OLD).is_some();
-                    had
+                    a.remove(KRUISE_INPLACE_GRACE).is_some()
+                        | a.remove(KRUISE_INPLACE_GRACE_OLD).is_some()
                 })
                 .await;
         }
