@@ -466,6 +466,7 @@ fn every_yaml_file_under_deploy_parses_and_the_deployment_is_hardened() {
             ("game.kruise.io/gameservers", &["get", "list", "watch"]),
             ("apps.kruise.io/statefulsets", &["get", "list", "watch"]),
             ("/pods", &["get", "list", "watch", "patch"]),
+            ("/pods/status", &["patch"]),
             ("events.k8s.io/events", &["create", "patch"]),
         ])
     );

@@ -664,15 +664,18 @@ async fn a_missing_image_stops_the_rollout_at_max_unavailable() {
         .filter(|p| revision(p) == rev1 && is_ready(p))
         .count();
     assert_eq!(others_ready, 2, "{}", describe(&pods));
-    let gs = env
-        .api::<GameServer>()
-        .get("minecraft-2")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        gs.status.and_then(|s| s.current_state).as_deref(),
-        Some("Updating")
-    );
+    env.eventually("the GameServer Updating", CONVERGE, || async {
+        let gs = env
+            .api::<GameServer>()
+            .get("minecraft-2")
+            .await
+            .map_err(|e| e.to_string())?;
+        match gs.status.and_then(|s| s.current_state) {
+            Some(s) if s == "Updating" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 }
 
 /// The crucial case for hotsync: it holds the rollout, patches each pod's image and revision label itself,

@@ -577,6 +577,7 @@ async fn grant(env: &TestEnv, user: &str, pod_patch: bool) {
             {"apiGroups": ["game.kruise.io"], "resources": ["gameservers"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["apps.kruise.io"], "resources": ["statefulsets"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": [""], "resources": ["pods"], "verbs": pod_verbs},
+            {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
         ],
     }))
     .unwrap_or_else(|e| panic!("{e}"));

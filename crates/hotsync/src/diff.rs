@@ -98,6 +98,10 @@ pub struct SetDiff {
     pub replicas: Replicas,
     /// The head's pod update policy (`ReCreate` when absent).
     pub pod_update_policy: String,
+    /// Containers that restart because their env reads a template label or annotation that changes
+    /// (Kruise's `InPlaceUpdateEnvFromMetadata`); an engine among them is a player impact.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env_restarts: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -254,13 +258,19 @@ pub fn canonical_quantity(s: &str) -> Option<String> {
     Some(format!("{value}n"))
 }
 
-/// sha256 of a set's normalised pod template: equal templates have equal fingerprints.
+/// sha256 of what OKG builds the Advanced StatefulSet's template from: the normalised pod template, and
+/// `spec.network` when the set has one (it becomes template annotations). Equal templates have equal
+/// fingerprints.
 pub fn fingerprint(gss: &GameServerSet) -> String {
     let v = normalise(gss);
     let tpl = v
         .pointer("/spec/gameServerTemplate")
         .cloned()
         .unwrap_or(Value::Null);
+    let tpl = match v.pointer("/spec/network") {
+        Some(net) => serde_json::json!({"gameServerTemplate": tpl, "network": net}),
+        None => tpl,
+    };
     let canonical = canonical_json(&tpl);
     hex::encode(Sha256::digest(canonical.as_bytes()))
 }
@@ -369,11 +379,21 @@ fn all_named(l: &[Value]) -> bool {
         .all(|e| e.get("name").and_then(Value::as_str).is_some())
 }
 
-/// Classifies a changed path by Kruise's rules, given the head's update policy.
+/// Classifies a changed path by Kruise's rules, given the head's update policy. What OKG copies into
+/// the Advanced StatefulSet's template counts as template: `gameServerTemplate`, and `spec.network`
+/// (OKG's `GetNewAstsFromGss` makes it the `network-conf` and `network-type` template annotations, so
+/// it is a metadata change: in place under an in-place policy, a recreate under `ReCreate`).
 pub fn classify(path: &str, in_place: bool) -> Class {
     const TPL: &str = "spec.gameServerTemplate.";
     if path == "spec.replicas" || path.starts_with("spec.reserveGameServerIds") {
         return Class::Scale;
+    }
+    if path == "spec.network" || path.starts_with("spec.network.") {
+        return if in_place {
+            Class::HotUpdate
+        } else {
+            Class::Recreate
+        };
     }
     if let Some(rest) = path.strip_prefix(TPL) {
         let hot = rest.starts_with("metadata.labels")
@@ -415,11 +435,17 @@ pub fn diff_sets(base: Option<&GameServerSet>, head: Option<&GameServerSet>) -> 
     let b = head.map(normalise);
     let mut w = Walker { out: Vec::new() };
     w.walk("", a.as_ref(), b.as_ref());
+    // `updateStrategy.type: OnDelete`: Kruise updates no pod; existing pods keep their template until
+    // deleted, new pods get the new one.
+    let on_delete = head.is_some_and(on_delete);
     let changes: Vec<FieldChange> = if base.is_some() && head.is_some() {
         w.out
             .into_iter()
             .map(|(path, from, to)| {
-                let class = classify(&path, in_place);
+                let class = match classify(&path, in_place) {
+                    Class::HotUpdate | Class::Recreate if on_delete => Class::Config,
+                    c => c,
+                };
                 FieldChange {
                     path,
                     from,
@@ -458,9 +484,28 @@ pub fn diff_sets(base: Option<&GameServerSet>, head: Option<&GameServerSet>) -> 
         },
         replicas,
         pod_update_policy: policy,
+        env_restarts: Vec::new(),
     };
-    d.warnings = warnings(&d, head);
+    if let (Some(b), Some(h)) = (base, head) {
+        if in_place && matches!(d.impact, Impact::HotUpdate) {
+            let change = crate::workload::in_place_change(
+                &crate::workload::asts_template(b),
+                &crate::workload::asts_template(h),
+            );
+            d.env_restarts = change.map(|c| c.env_restarts).unwrap_or_default();
+        }
+    }
+    d.warnings = warnings(&d, base, head);
     d
+}
+
+/// The head's update strategy is `OnDelete`.
+pub fn on_delete(gss: &GameServerSet) -> bool {
+    gss.spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.type_.as_deref())
+        == Some("OnDelete")
 }
 
 fn container_changes(
@@ -506,9 +551,37 @@ fn pods(n: Option<i32>) -> String {
     }
 }
 
-fn warnings(d: &SetDiff, head: Option<&GameServerSet>) -> Vec<String> {
+fn warnings(
+    d: &SetDiff,
+    base: Option<&GameServerSet>,
+    head: Option<&GameServerSet>,
+) -> Vec<String> {
     let mut w = Vec::new();
     let n = d.replicas.to.or(d.replicas.from);
+    if !d.env_restarts.is_empty() {
+        w.push(format!(
+            "containers {} read a changed label or annotation in their env: Kruise restarts them too (a restart of the game engine disconnects players)",
+            d.env_restarts.join(", ")
+        ));
+    }
+    let net_type = |g: Option<&GameServerSet>| {
+        g.and_then(|g| g.spec.network.as_ref())
+            .and_then(|n| n.network_type.clone())
+            .unwrap_or_default()
+    };
+    let (old_type, new_type) = (net_type(base), net_type(head));
+    if base.is_some() && head.is_some() && !old_type.is_empty() && old_type != new_type {
+        w.push(format!(
+            "spec.network.networkType {old_type} → {new_type}: OKG's webhook refuses it (\"change network type is not allowed\"); the set cannot be applied"
+        ));
+    }
+    if head.is_some_and(on_delete)
+        && d.changes.iter().any(|c| {
+            c.path.starts_with("spec.gameServerTemplate") || c.path.starts_with("spec.network")
+        })
+    {
+        w.push("updateStrategy.type is OnDelete: existing pods keep their images and template until they are deleted; new pods get the new ones".to_string());
+    }
     match d.impact {
         Impact::Delete => w.push(format!(
             "the set is gone from Git: {} and its game servers are deleted when pruning is on",

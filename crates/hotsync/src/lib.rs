@@ -5,6 +5,8 @@
 pub mod daemon;
 /// Semantic diff of two sets and the classification of each change.
 pub mod diff;
+/// Container image references as kubelets report them.
+pub mod images;
 /// The live side of a set: its objects in the cluster and what a pod shows.
 pub mod live;
 /// Multi-document YAML into desired sets, with located diagnostics.
@@ -23,3 +25,5 @@ pub mod source;
 pub mod status;
 /// One sync of Git to the cluster, and its report.
 pub mod sync;
+/// What OKG builds from a set for Kruise: the template, the in-place hook, Kruise's in-place rule.
+pub mod workload;

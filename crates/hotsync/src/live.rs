@@ -27,6 +27,22 @@ pub enum ClusterError {
         object: String,
         message: String,
     },
+    /// An admission webhook refused the write (a 403 of the webhook's, not of RBAC).
+    #[error("{action} {object}: the admission webhook {webhook} denied it: {message}")]
+    AdmissionDenied {
+        action: &'static str,
+        object: String,
+        webhook: String,
+        message: String,
+    },
+    /// An admission webhook under `failurePolicy: Fail` failed or did not answer in its time.
+    #[error("{action} {object}: the admission webhook {webhook} failed: {message}")]
+    WebhookFailed {
+        action: &'static str,
+        object: String,
+        webhook: String,
+        message: String,
+    },
     #[error("the cluster has no {crd} CRD: install OpenKruiseGame (kruise-game) and OpenKruise (kruise) first")]
     MissingCrd { crd: &'static str },
     #[error("timed out after {seconds}s waiting for {what}")]
@@ -41,15 +57,41 @@ impl ClusterError {
         match self {
             ClusterError::Api { .. } => "api",
             ClusterError::Forbidden { .. } => "forbidden",
+            ClusterError::AdmissionDenied { .. } => "admission_denied",
+            ClusterError::WebhookFailed { .. } => "webhook_failed",
             ClusterError::MissingCrd { .. } => "missing_crd",
             ClusterError::Timeout { .. } => "timeout",
             ClusterError::WatchEnded { .. } => "watch",
         }
     }
 
-    /// Wraps a kube error, turning 403 into [`ClusterError::Forbidden`].
+    /// Wraps a kube error: an admission webhook's denial or failure as what it is (the API server names
+    /// the webhook: `admission webhook "x" denied the request: ...`, `failed calling webhook "x": ...`),
+    /// RBAC's 403 as [`ClusterError::Forbidden`].
     pub fn api(action: &'static str, object: impl Into<String>, source: kube::Error) -> Self {
         let object = object.into();
+        if let kube::Error::Api(s) = &source {
+            if let Some((webhook, message)) =
+                webhook_verdict(&s.message, "admission webhook ", " denied the request: ")
+            {
+                return ClusterError::AdmissionDenied {
+                    action,
+                    object,
+                    webhook,
+                    message,
+                };
+            }
+            if let Some((webhook, message)) =
+                webhook_verdict(&s.message, "failed calling webhook ", ": ")
+            {
+                return ClusterError::WebhookFailed {
+                    action,
+                    object,
+                    webhook,
+                    message,
+                };
+            }
+        }
         match &source {
             kube::Error::Api(s) if s.is_forbidden() => ClusterError::Forbidden {
                 action,
@@ -68,6 +110,15 @@ impl ClusterError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, ClusterError::Api { source: kube::Error::Api(s), .. } if s.is_conflict() || s.code == 422)
     }
+}
+
+/// `(webhook, message)` from an API server message `...<intro>"<webhook>"<sep><message>`.
+fn webhook_verdict(text: &str, intro: &str, sep: &str) -> Option<(String, String)> {
+    let rest = &text[text.find(intro)? + intro.len()..];
+    let rest = rest.strip_prefix('"')?;
+    let (webhook, after) = rest.split_once('"')?;
+    let message = after.strip_prefix(sep)?;
+    Some((webhook.to_string(), message.to_string()))
 }
 
 /// Everything hotsync reads about one set.
@@ -269,3 +320,30 @@ pub fn image_overrides(live: &LiveSet) -> Vec<String> {
 }
 
 pub use hotsync_model::WatchBackoff;
+
+#[cfg(test)]
+mod admission_tests {
+    use super::webhook_verdict;
+
+    #[test]
+    fn the_api_servers_webhook_messages_name_the_webhook_and_keep_its_message() {
+        let denied =
+            r#"admission webhook "mgameserverset.kb.io" denied the request: SLB quota exhausted"#;
+        assert_eq!(
+            webhook_verdict(denied, "admission webhook ", " denied the request: "),
+            Some(("mgameserverset.kb.io".into(), "SLB quota exhausted".into()))
+        );
+        let failed = r#"Internal error occurred: failed calling webhook "mgameserverset.kb.io": Post "https://127.0.0.1:1/mutate-v1-pod?timeout=10s": context deadline exceeded"#;
+        let (w, m) = webhook_verdict(failed, "failed calling webhook ", ": ").expect("parsed");
+        assert_eq!(w, "mgameserverset.kb.io");
+        assert!(m.contains("context deadline exceeded"));
+        assert_eq!(
+            webhook_verdict(
+                "forbidden: User cannot patch",
+                "admission webhook ",
+                " denied"
+            ),
+            None
+        );
+    }
+}

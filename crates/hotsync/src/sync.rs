@@ -88,12 +88,13 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
-    /// The process exit code: 0 synced, 1 rollout failed, 2 invalid input, 3 refused by policy, 4 timed out.
+    /// The process exit code: 0 synced (or deferred: game servers wait for their players), 1 rollout
+    /// failed or deferred past `--defer-deadline`, 2 invalid input, 3 refused by policy, 4 timed out.
     pub fn exit_code(&self) -> i32 {
         let has = |o: Outcome| self.sets.iter().any(|s| s.outcome == o);
         if !self.errors.is_empty() {
             2
-        } else if has(Outcome::Failed) {
+        } else if has(Outcome::Failed) || has(Outcome::Degraded) {
             1
         } else if has(Outcome::TimedOut) {
             4
@@ -302,6 +303,7 @@ pub async fn sync_target(
                         warnings: Vec::new(),
                         target_images: desired.gss.container_images(),
                         judge_drift: false,
+                        writes: Default::default(),
                     }
                 }
             }

@@ -1099,24 +1099,29 @@ impl Pass<'_> {
                 return Ok(());
             }
         }
-        self.update_pod_status(&name, |p| {
-            if pods::condition(p, KRUISE_INPLACE_READY)
-                .is_some_and(|c| c.status == "True" && c.reason.is_none() && c.message.is_none())
-            {
-                return false;
+        // HEAD's `updateCondition` (PR #2274): the pod the check was made on, no GET and no retry, so a
+        // pod changed since it was read is not overwritten (the write conflicts; the next pass looks again).
+        let mut p = pod.clone();
+        pods::set_condition(
+            &mut p,
+            PodCondition {
+                type_: KRUISE_INPLACE_READY.into(),
+                status: "True".into(),
+                last_transition_time: Some(pods::now()),
+                ..Default::default()
+            },
+        );
+        match self.pods.replace_status(&name, &post_params(), &p).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
+                self.want_requeue(Duration::from_millis(50));
+                Ok(())
             }
-            pods::set_condition(
-                p,
-                PodCondition {
-                    type_: KRUISE_INPLACE_READY.into(),
-                    status: "True".into(),
-                    last_transition_time: Some(pods::now()),
-                    ..Default::default()
-                },
-            );
-            true
-        })
-        .await
+            Err(e) => Err(api_err(
+                "write the status of pod",
+                format!("{}/{name}", self.ns),
+            )(e)),
+        }
     }
 
     /// `finishGracePeriod`: once `graceSeconds` have passed since the update began, the images and

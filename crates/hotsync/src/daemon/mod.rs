@@ -599,13 +599,16 @@ impl SyncLoop {
                     .iter()
                     .any(|s| matches!(s.outcome, Outcome::Failed | Outcome::TimedOut));
                 if ok
-                    && report
-                        .sets
-                        .iter()
-                        .any(|s| s.outcome == Outcome::Progressing)
+                    && report.sets.iter().any(|s| {
+                        matches!(
+                            s.outcome,
+                            Outcome::Progressing | Outcome::Deferred | Outcome::Degraded
+                        )
+                    })
                 {
-                    // OKG is still rolling a set out: look again at the next poll (no backoff), so that
-                    // its status turns Synced once the pods are ready.
+                    // OKG is still rolling a set out, or game servers are deferred: look again at the next
+                    // poll (no backoff), so that its status turns Synced once the pods are ready and each
+                    // deferred game server is updated as soon as its opsState allows.
                     self.force.store(true, Ordering::SeqCst);
                 }
                 self.shared.ready.store(true, Ordering::SeqCst);
@@ -661,6 +664,8 @@ impl SyncLoop {
                 Outcome::Synced => "synced",
                 Outcome::Progressing => "progressing",
                 Outcome::Paused => "paused",
+                Outcome::Deferred => "deferred",
+                Outcome::Degraded => "degraded",
                 Outcome::Refused => "refused",
                 Outcome::Failed => "failed",
                 Outcome::TimedOut => "timedout",

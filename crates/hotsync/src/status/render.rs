@@ -14,6 +14,9 @@ pub enum Phase {
     Synced,
     /// The rollout is under way.
     Progressing,
+    /// Every pod that may be updated is; game servers deferred by policy wait for their players (the set
+    /// stays held).
+    Deferred,
     /// The rollout finished, but some pods are not ready or restart.
     Degraded,
     /// The rollout failed or was refused.
@@ -28,6 +31,7 @@ impl Phase {
         match self {
             Phase::Synced => "Synced",
             Phase::Progressing => "Progressing",
+            Phase::Deferred => "Deferred",
             Phase::Degraded => "Degraded",
             Phase::Failed => "Failed",
             Phase::OutOfSync => "OutOfSync",

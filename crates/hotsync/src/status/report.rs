@@ -11,7 +11,8 @@ use std::sync::Arc;
 fn phase(outcome: &SetOutcome, pods: &[PodReport]) -> Phase {
     match outcome.outcome {
         Outcome::Failed => Phase::Failed,
-        Outcome::TimedOut => Phase::Degraded,
+        Outcome::TimedOut | Outcome::Degraded => Phase::Degraded,
+        Outcome::Deferred => Phase::Deferred,
         Outcome::Refused | Outcome::Paused | Outcome::DryRun => Phase::OutOfSync,
         Outcome::Progressing => Phase::Progressing,
         Outcome::Synced if pods.iter().all(|p| p.updated && p.ready) => Phase::Synced,

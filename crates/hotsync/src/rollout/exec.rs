@@ -1,0 +1,953 @@
+//! Runs a set's hot update: applies the set with OKG's rollout held, then, turn by turn, re-plans from
+//! what the pod watch shows ([`plan::plan_set`], [`plan::next_step`]) and makes each pod's next write of
+//! Kruise's in-place protocol, within the set's `maxUnavailable`; then releases the hold, or keeps it
+//! while game servers are deferred or a pod failed.
+//!
+//! Every write goes through a [`Writer`]: bounded by a timeout longer than any admission webhook may take,
+//! and counted (success, API error, timeout), as linkerd's status controller does.
+
+use super::plan::{self, Baseline, ContainerBaseline, Held, PlanOptions, Step, Target};
+use super::{
+    apply_with, hold_of, wait_propagated, Ctx, OnFailure, Outcome, PodOutcome, PodResult, PodWatch,
+    Progress, RolloutOptions, SetOutcome, FIELD_MANAGER,
+};
+use crate::live::{self, ClusterError, LiveSet};
+use crate::model::{
+    lifecycle as lc, GameServerSet, ANNOTATION_INPLACE_GRACE, ANNOTATION_INPLACE_STATE,
+    ANNOTATION_INPLACE_STATE_OLD, ANNOTATION_LIFECYCLE_TIMESTAMP, CONDITION_INPLACE_READY,
+    LABEL_LIFECYCLE_STATE, LABEL_REVISION_HASH,
+};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams};
+use kube::Api;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Writes by result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteCounts {
+    pub ok: u64,
+    pub api_error: u64,
+    pub timeout: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    ok: AtomicU64,
+    api_error: AtomicU64,
+    timeout: AtomicU64,
+}
+
+/// Bounds and counts writes.
+#[derive(Clone, Debug)]
+pub struct Writer {
+    timeout: Duration,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    pub fn new(timeout: Duration) -> Writer {
+        Writer {
+            timeout,
+            counters: Arc::default(),
+        }
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> WriteCounts {
+        WriteCounts {
+            ok: self.counters.ok.load(Ordering::Relaxed),
+            api_error: self.counters.api_error.load(Ordering::Relaxed),
+            timeout: self.counters.timeout.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs one write, at most the writer's timeout.
+    ///
+    /// # Errors
+    /// The API's error (as a [`ClusterError`], admission denials as such), or [`ClusterError::Timeout`].
+    pub async fn run<T, F>(
+        &self,
+        action: &'static str,
+        object: String,
+        write: F,
+    ) -> Result<T, ClusterError>
+    where
+        F: std::future::Future<Output = Result<T, kube::Error>>,
+    {
+        match tokio::time::timeout(self.timeout, write).await {
+            Ok(Ok(v)) => {
+                self.counters.ok.fetch_add(1, Ordering::Relaxed);
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                self.counters.api_error.fetch_add(1, Ordering::Relaxed);
+                Err(ClusterError::api(action, object, e))
+            }
+            Err(_) => {
+                self.counters.timeout.fetch_add(1, Ordering::Relaxed);
+                Err(ClusterError::Timeout {
+                    what: format!("{action} {object}"),
+                    seconds: self.timeout.as_secs(),
+                })
+            }
+        }
+    }
+}
+
+fn pod_patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    }
+}
+
+fn pointer_escape(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+fn now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
+
+fn rfc3339_now() -> String {
+    now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn plan_options(want: &GameServerSet, opts: &RolloutOptions, pods: usize) -> PlanOptions {
+    let ru = want.rolling_update();
+    PlanOptions {
+        defer_ops_states: opts.skip_ops_states.clone(),
+        defer_allocated: opts.skip_allocated,
+        replicas: usize::try_from(
+            want.spec
+                .replicas
+                .unwrap_or(i32::try_from(pods).unwrap_or(0))
+                .max(0),
+        )
+        .unwrap_or(0),
+        partition: usize::try_from(ru.partition.unwrap_or(0).max(0)).unwrap_or(0),
+        max_unavailable: ru.max_unavailable.clone(),
+    }
+}
+
+/// The target as Git wants it, before OKG has a revision for it (a dry run).
+fn git_target(want: &GameServerSet) -> Target {
+    Target {
+        revision: String::new(),
+        images: want.container_images().into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+/// What a sync would do to each pod, without doing it.
+pub fn dry_run(live: &LiveSet, want: &GameServerSet, opts: &RolloutOptions) -> Vec<PodResult> {
+    let t = git_target(want);
+    let behind: Vec<Pod> = live
+        .pods
+        .iter()
+        .filter(|p| !plan::behind(p, &t).is_empty())
+        .cloned()
+        .collect();
+    let p = plan::plan_set(
+        &behind,
+        &t,
+        &plan_options(want, opts, live.pods.len()),
+        now(),
+    );
+    let mut out: Vec<PodResult> = p
+        .order
+        .iter()
+        .map(|name| PodResult {
+            name: name.clone(),
+            result: PodOutcome::WouldUpdate,
+            containers: behind
+                .iter()
+                .find(|x| live::pod_name(x) == name)
+                .map(|x| plan::behind(x, &t))
+                .unwrap_or_default(),
+            message: None,
+        })
+        .collect();
+    out.extend(p.held.iter().map(|(name, why)| held_result(name, why)));
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn held_result(name: &str, why: &Held) -> PodResult {
+    match why {
+        Held::Partition(n) => PodResult {
+            name: name.to_string(),
+            result: PodOutcome::KeptByPartition,
+            containers: vec![],
+            message: Some(format!("partition {n}")),
+        },
+        Held::Deferred(ops) => PodResult {
+            name: name.to_string(),
+            result: PodOutcome::Deferred,
+            containers: vec![],
+            message: Some(format!("opsState {ops}: updated once it changes")),
+        },
+    }
+}
+
+/// What the executor remembers of a pod between turns (nothing it could not read again after a crash:
+/// only when it began, and the resourceVersion it last acted on).
+struct Tracked {
+    started: Instant,
+    /// The resourceVersion of the pod the last write was based on: until the watch shows another, that
+    /// write is not seen yet and nothing more is done.
+    acted_on: Option<String>,
+    /// Rolling back to this revision (from the baseline).
+    rollback: Option<Target>,
+    /// Why it failed, once it did.
+    failed: Option<String>,
+    /// When the hook began holding it.
+    hooked_since: Option<Instant>,
+}
+
+/// Rolls a hot update out: hold OKG, update pods by Kruise's protocol, release (or keep the hold).
+pub(crate) async fn hot_update(
+    ctx: &Ctx<'_>,
+    want: &GameServerSet,
+    live: &LiveSet,
+    omit_replicas: bool,
+    out: &mut SetOutcome,
+) -> Result<(), ClusterError> {
+    let fingerprint = crate::diff::fingerprint(want);
+    let deferred_since = live
+        .gss
+        .as_ref()
+        .and_then(|g| g.metadata.annotations.as_ref())
+        .and_then(|a| a.get(super::ANNOTATION_DEFERRED_SINCE))
+        .cloned();
+    apply_with(
+        ctx,
+        want,
+        Some(&fingerprint),
+        deferred_since.as_deref(),
+        omit_replicas,
+        false,
+    )
+    .await?;
+    let targets = want.container_images();
+    let asts = wait_propagated(ctx, &targets).await?;
+    let revision = asts
+        .status
+        .as_ref()
+        .and_then(|s| s.update_revision.clone())
+        .unwrap_or_default();
+    let ru = asts
+        .spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.rolling_update.clone())
+        .unwrap_or_default();
+    let mut target = Target {
+        revision: revision.clone(),
+        images: targets.iter().cloned().collect(),
+        hook: asts
+            .spec
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.in_place_update.clone()),
+        has_lifecycle: asts.spec.lifecycle.is_some(),
+        grace: Duration::from_secs(
+            u64::try_from(
+                ru.in_place_update_strategy
+                    .as_ref()
+                    .and_then(|s| s.grace_period_seconds)
+                    .unwrap_or(0)
+                    .max(0),
+            )
+            .unwrap_or(0),
+        ),
+        min_ready: Duration::from_secs(
+            u64::try_from(ru.min_ready_seconds.unwrap_or(0).max(0)).unwrap_or(0),
+        ),
+        ..Default::default()
+    };
+    // The template metadata the pods get: the update revision's template (the Advanced StatefulSet's),
+    // and what the set's template had before this sync and no longer has.
+    let new_meta = asts.spec.template.metadata.clone().unwrap_or_default();
+    let old_meta = live
+        .gss
+        .as_ref()
+        .map(crate::workload::asts_template)
+        .and_then(|t| t.metadata)
+        .unwrap_or_default();
+    let meta_target = |new: Option<&BTreeMap<String, String>>,
+                       old: Option<&BTreeMap<String, String>>| {
+        let mut m: BTreeMap<String, Option<String>> = new
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        for k in old.into_iter().flatten().map(|(k, _)| k) {
+            m.entry(k.clone()).or_insert(None);
+        }
+        m
+    };
+    target.labels = meta_target(new_meta.labels.as_ref(), old_meta.labels.as_ref());
+    target.annotations = meta_target(new_meta.annotations.as_ref(), old_meta.annotations.as_ref());
+    let mut watch = PodWatch::start(ctx).await?;
+    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.ns);
+    let popts = plan_options(want, ctx.opts, watch.pods().len());
+    let first = plan::plan_set(&pods_of(&watch), &target, &popts, now());
+    ctx.emit(Progress::Started {
+        set: ctx.key(),
+        pods: first.order.len() + first.in_flight.len(),
+    });
+    let mut tracked: BTreeMap<String, Tracked> = BTreeMap::new();
+    let mut results: BTreeMap<String, PodResult> = BTreeMap::new();
+    let mut stop: Option<String> = None;
+    let mut last_plan;
+    loop {
+        let pods = pods_of(&watch);
+        last_plan = plan::plan_set(&pods, &target, &popts, now());
+        // Pods in flight: hotsync's own (tracked) and those the cluster shows on the way (after a restart).
+        let mut active: Vec<String> = tracked.keys().cloned().collect();
+        for n in &last_plan.in_flight {
+            if !active.contains(n) && !results.contains_key(n) {
+                active.push(n.clone());
+            }
+        }
+        // Preparing pods of an earlier run (PreparingUpdate or InPlaceUpdateReady False, not yet patched).
+        for n in &last_plan.order {
+            let p = pods.iter().find(|p| live::pod_name(p) == n);
+            let started = p.is_some_and(|p| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_LIFECYCLE_STATE))
+                    .map(String::as_str)
+                    == Some(lc::PREPARING_UPDATE)
+                    || plan::condition(p, CONDITION_INPLACE_READY) == Some("False")
+            });
+            if started && !active.contains(n) && !results.contains_key(n) {
+                active.push(n.clone());
+            }
+        }
+        let unavailable_other = pods
+            .iter()
+            .filter(|p| {
+                let n = live::pod_name(p);
+                !active.iter().any(|a| a == n) && !plan::available(p, target.min_ready, now())
+            })
+            .count();
+        if stop.is_none() {
+            let budget = last_plan
+                .max_unavailable
+                .saturating_sub(active.len() + unavailable_other);
+            let next: Vec<String> = last_plan
+                .order
+                .iter()
+                .filter(|n| !active.contains(n) && !results.contains_key(*n))
+                .take(budget)
+                .cloned()
+                .collect();
+            active.extend(next);
+        }
+        if active.is_empty() {
+            break;
+        }
+        for name in &active {
+            let Some(pod) = watch.get(name, &ctx.ns) else {
+                tracked.remove(name);
+                continue;
+            };
+            let entry = tracked.entry(name.clone()).or_insert_with(|| Tracked {
+                started: Instant::now(),
+                acted_on: None,
+                rollback: None,
+                failed: None,
+                hooked_since: None,
+            });
+            if entry.acted_on.is_some() && entry.acted_on == pod.metadata.resource_version {
+                continue;
+            }
+            entry.acted_on = None;
+            let t = entry.rollback.clone().unwrap_or_else(|| target.clone());
+            let step = plan::next_step(&pod, &t, now());
+            let result = act(ctx, &pod_api, &pod, &t, &step, entry).await;
+            match result {
+                Ok(StepResult::Wrote) => entry.acted_on = pod.metadata.resource_version.clone(),
+                Ok(StepResult::Waiting) => {}
+                Ok(StepResult::Done) => {
+                    let rolled_back = entry.rollback.is_some();
+                    let msg = entry.failed.clone();
+                    let containers = plan::baseline(&pod)
+                        .map(|b| b.containers.keys().cloned().collect())
+                        .unwrap_or_default();
+                    tracked.remove(name);
+                    if rolled_back {
+                        results.insert(
+                            name.clone(),
+                            PodResult {
+                                name: name.clone(),
+                                result: PodOutcome::RolledBack,
+                                containers,
+                                message: msg,
+                            },
+                        );
+                    } else {
+                        ctx.emit(Progress::PodDone {
+                            set: ctx.key(),
+                            pod: name.clone(),
+                        });
+                        results.insert(
+                            name.clone(),
+                            PodResult {
+                                name: name.clone(),
+                                result: PodOutcome::Updated,
+                                containers,
+                                message: None,
+                            },
+                        );
+                    }
+                    continue;
+                }
+                Ok(StepResult::Failed(why)) => {
+                    let msg = format!("pod {name} {why}");
+                    stop.get_or_insert_with(|| msg.clone());
+                    let containers = plan::baseline(&pod)
+                        .map(|b| b.containers.keys().cloned().collect())
+                        .unwrap_or_default();
+                    let can_roll_back =
+                        ctx.opts.on_failure == OnFailure::Rollback && entry.rollback.is_none();
+                    match (can_roll_back, rollback_target(&pod, &target)) {
+                        (true, Some(rt)) => {
+                            entry.failed = Some(why);
+                            entry.rollback = Some(rt);
+                            entry.started = Instant::now();
+                        }
+                        _ => {
+                            tracked.remove(name);
+                            results.insert(
+                                name.clone(),
+                                PodResult {
+                                    name: name.clone(),
+                                    result: PodOutcome::Failed,
+                                    containers,
+                                    message: Some(why),
+                                },
+                            );
+                        }
+                    }
+                    continue;
+                }
+                Err(e) if e.is_conflict() => {
+                    // Someone changed the pod since it was read: the next turn re-plans it.
+                }
+                Err(
+                    e @ (ClusterError::AdmissionDenied { .. }
+                    | ClusterError::WebhookFailed { .. }
+                    | ClusterError::Timeout { .. }),
+                ) => {
+                    let why = e.to_string();
+                    stop.get_or_insert_with(|| format!("pod {name}: {why}"));
+                    tracked.remove(name);
+                    results.insert(
+                        name.clone(),
+                        PodResult {
+                            name: name.clone(),
+                            result: PodOutcome::Failed,
+                            containers: plan::behind(&pod, &t),
+                            message: Some(why),
+                        },
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            // Pod timeout.
+            let timed_out = entry.started.elapsed() > ctx.opts.pod_timeout;
+            if timed_out && !matches!(step, Step::WaitHook) {
+                let why = format!(
+                    "not ready with the new image after {}s",
+                    ctx.opts.pod_timeout.as_secs()
+                );
+                if entry.rollback.is_none() && ctx.opts.on_failure == OnFailure::Rollback {
+                    if let Some(rt) = rollback_target(&pod, &target) {
+                        stop.get_or_insert_with(|| format!("pod {name} {why}"));
+                        entry.failed = Some(why);
+                        entry.rollback = Some(rt);
+                        entry.started = Instant::now();
+                        continue;
+                    }
+                }
+                stop.get_or_insert_with(|| format!("pod {name} {why}"));
+                tracked.remove(name);
+                results.insert(
+                    name.clone(),
+                    PodResult {
+                        name: name.clone(),
+                        result: PodOutcome::Failed,
+                        containers: plan::behind(&pod, &t),
+                        message: Some(why),
+                    },
+                );
+            }
+        }
+        watch.next_change(Duration::from_millis(250)).await;
+    }
+    // The plan's pods the rollout did not reach, and those it holds.
+    for name in &last_plan.current {
+        results.entry(name.clone()).or_insert_with(|| PodResult {
+            name: name.clone(),
+            result: PodOutcome::Current,
+            containers: vec![],
+            message: None,
+        });
+    }
+    for name in &last_plan.order {
+        results.entry(name.clone()).or_insert_with(|| PodResult {
+            name: name.clone(),
+            result: PodOutcome::NotReached,
+            containers: vec![],
+            message: None,
+        });
+    }
+    let deferred: Vec<String> = last_plan
+        .held
+        .iter()
+        .filter(|(_, h)| matches!(h, Held::Deferred(_)))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for (name, why) in &last_plan.held {
+        results.insert(name.clone(), held_result(name, why));
+    }
+    // Label the deferred pods with what they wait for; clear the label of the others.
+    for p in pods_of(&watch) {
+        let name = live::pod_name(&p).to_string();
+        let pending = p
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(plan::LABEL_UPDATE_PENDING))
+            .cloned();
+        let want_label = deferred.contains(&name).then(|| revision.clone());
+        if pending != want_label {
+            let patch = json!({"metadata": {"labels": {plan::LABEL_UPDATE_PENDING: want_label}}});
+            let api = pod_api.clone();
+            ctx.writer
+                .run("label", format!("pod {}/{name}", ctx.ns), async move {
+                    api.patch(&name, &pod_patch_params(), &Patch::Merge(patch))
+                        .await
+                })
+                .await?;
+        }
+    }
+    out.pods = results.into_values().collect();
+    out.pods.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(why) = stop {
+        // The hold stays: OKG must not carry the failing image to the other pods.
+        out.outcome = Outcome::Failed;
+        out.message = Some(why);
+    } else if !deferred.is_empty() {
+        let since = deferred_since.clone().unwrap_or_else(rfc3339_now);
+        apply_with(
+            ctx,
+            want,
+            Some(&fingerprint),
+            Some(&since),
+            omit_replicas,
+            false,
+        )
+        .await?;
+        let waited = since
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .ok()
+            .and_then(|t| Duration::try_from(now().duration_since(t)).ok())
+            .unwrap_or(Duration::ZERO);
+        let past = ctx.opts.defer_deadline.is_some_and(|d| waited > d);
+        out.outcome = if past {
+            Outcome::Degraded
+        } else {
+            Outcome::Deferred
+        };
+        out.message = Some(format!(
+            "{} game server{} wait for their players ({}); the set stays held so that OKG does not restart them{}",
+            deferred.len(),
+            if deferred.len() == 1 { "" } else { "s" },
+            deferred.join(", "),
+            if past {
+                format!("; deferred for {}s, past --defer-deadline", waited.as_secs())
+            } else {
+                String::new()
+            }
+        ));
+    } else {
+        super::apply(ctx, want, None, omit_replicas, false).await?;
+        out.outcome = Outcome::Synced;
+    }
+    ctx.emit(Progress::Finished {
+        set: ctx.key(),
+        outcome: out.outcome,
+    });
+    Ok(())
+}
+
+fn pods_of(watch: &PodWatch) -> Vec<Pod> {
+    watch.pods().iter().map(|p| (**p).clone()).collect()
+}
+
+/// The target a failed pod goes back to: its revision and images before hotsync's patch.
+fn rollback_target(pod: &Pod, target: &Target) -> Option<Target> {
+    let b = plan::baseline(pod).filter(|b| b.target == target.revision)?;
+    let mut images = target.images.clone();
+    for (c, cb) in &b.containers {
+        images.insert(c.clone(), cb.image.clone());
+    }
+    Some(Target {
+        revision: b.revision.clone(),
+        images,
+        labels: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+        ..target.clone()
+    })
+}
+
+enum StepResult {
+    Wrote,
+    Waiting,
+    Done,
+    Failed(String),
+}
+
+/// Makes the write `step` asks for.
+async fn act(
+    ctx: &Ctx<'_>,
+    api: &Api<Pod>,
+    pod: &Pod,
+    t: &Target,
+    step: &Step,
+    tracked: &mut Tracked,
+) -> Result<StepResult, ClusterError> {
+    let name = live::pod_name(pod).to_string();
+    let object = format!("pod {}/{name}", ctx.ns);
+    match step {
+        Step::Done => return Ok(StepResult::Done),
+        Step::AwaitRestart | Step::AwaitReady | Step::WaitGrace { .. } => {
+            return Ok(StepResult::Waiting)
+        }
+        Step::WaitHook => {
+            let since = *tracked.hooked_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > ctx.opts.hook_timeout {
+                return Ok(StepResult::Failed(format!(
+                    "still held by the in-place lifecycle hook (PreparingUpdate) after {}s",
+                    ctx.opts.hook_timeout.as_secs()
+                )));
+            }
+            return Ok(StepResult::Waiting);
+        }
+        Step::Failed { container, reason } => {
+            return Ok(StepResult::Failed(format!(
+                "container {container}: {reason}"
+            )));
+        }
+        Step::Prepare { with_handler } => {
+            let mut labels = serde_json::Map::new();
+            labels.insert(LABEL_LIFECYCLE_STATE.into(), json!(lc::PREPARING_UPDATE));
+            let mut meta = serde_json::Map::new();
+            if *with_handler {
+                if let Some(h) = &t.hook {
+                    for (k, v) in h.labels_handler.iter().flatten() {
+                        labels.insert(k.clone(), json!(v));
+                    }
+                    if let Some(f) = &h.finalizers_handler {
+                        meta.insert("finalizers".into(), json!(f));
+                    }
+                }
+            }
+            meta.insert("labels".into(), Value::Object(labels));
+            meta.insert(
+                "annotations".into(),
+                json!({ ANNOTATION_LIFECYCLE_TIMESTAMP: rfc3339_now() }),
+            );
+            let patch = json!({ "metadata": meta });
+            ctx.writer
+                .run(
+                    "prepare",
+                    object,
+                    api.patch(&name, &pod_patch_params(), &Patch::Strategic(patch)),
+                )
+                .await?;
+        }
+        Step::MarkNotReady => {
+            let mut conditions = vec![json!({
+                "type": CONDITION_INPLACE_READY, "status": "False", "reason": "StartInPlaceUpdate",
+                "message": "hotsync restarts containers in place", "lastTransitionTime": rfc3339_now(),
+            })];
+            if plan::condition(pod, "ContainersReady") == Some("True") {
+                conditions.push(json!({
+                    "type": "Ready", "status": "False", "reason": "ReadinessGatesNotReady",
+                    "message": "corresponding condition of pod readiness gate \"InPlaceUpdateReady\" is not ready",
+                    "lastTransitionTime": rfc3339_now(),
+                }));
+            }
+            let patch = json!({ "status": { "conditions": conditions } });
+            ctx.writer
+                .run(
+                    "mark not ready",
+                    object,
+                    api.patch_status(&name, &pod_patch_params(), &Patch::Strategic(patch)),
+                )
+                .await?;
+        }
+        Step::Patch { containers } => {
+            let ops = patch_ops(pod, t, containers);
+            let patch: json_patch::Patch =
+                serde_json::from_value(Value::Array(ops)).map_err(|e| ClusterError::Api {
+                    action: "build patch for",
+                    object: object.clone(),
+                    source: kube::Error::SerdeError(e),
+                })?;
+            ctx.writer
+                .run(
+                    "patch",
+                    object,
+                    api.patch(&name, &pod_patch_params(), &Patch::Json::<()>(patch)),
+                )
+                .await?;
+        }
+        Step::ApplyGrace => {
+            let mut ops: Vec<Value> = vec![
+                json!({"op": "remove", "path": format!("/metadata/annotations/{}", pointer_escape(ANNOTATION_INPLACE_GRACE))}),
+            ];
+            for (i, c) in pod
+                .spec
+                .iter()
+                .flat_map(|s| s.containers.iter())
+                .enumerate()
+            {
+                if let Some(img) = t.images.get(&c.name) {
+                    if c.image.as_deref() != Some(img.as_str()) {
+                        ops.push(json!({"op": "test", "path": format!("/spec/containers/{i}/image"), "value": c.image}));
+                        ops.push(json!({"op": "replace", "path": format!("/spec/containers/{i}/image"), "value": img}));
+                    }
+                }
+            }
+            let patch: json_patch::Patch =
+                serde_json::from_value(Value::Array(ops)).map_err(|e| ClusterError::Api {
+                    action: "build patch for",
+                    object: object.clone(),
+                    source: kube::Error::SerdeError(e),
+                })?;
+            ctx.writer
+                .run(
+                    "apply the grace of",
+                    object,
+                    api.patch(&name, &pod_patch_params(), &Patch::Json::<()>(patch)),
+                )
+                .await?;
+        }
+        Step::Finish => {
+            let mut annotations = serde_json::Map::new();
+            if let Some(state) = completed_state(pod) {
+                annotations.insert(ANNOTATION_INPLACE_STATE.into(), json!(state));
+            }
+            let mut labels = serde_json::Map::new();
+            let state = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_LIFECYCLE_STATE))
+                .cloned()
+                .unwrap_or_default();
+            if !state.is_empty() {
+                let settled = plan::settled_lifecycle(t, pod);
+                if state != settled {
+                    labels.insert(LABEL_LIFECYCLE_STATE.into(), json!(settled));
+                    annotations.insert(ANNOTATION_LIFECYCLE_TIMESTAMP.into(), json!(rfc3339_now()));
+                }
+            }
+            if !annotations.is_empty() || !labels.is_empty() {
+                let patch = json!({"metadata": {"labels": labels, "annotations": annotations}});
+                ctx.writer
+                    .run(
+                        "finish",
+                        object.clone(),
+                        api.patch(&name, &pod_patch_params(), &Patch::Merge(patch)),
+                    )
+                    .await?;
+            }
+            if plan::condition(pod, CONDITION_INPLACE_READY) != Some("True") {
+                let patch = json!({"status": {"conditions": [{
+                    "type": CONDITION_INPLACE_READY, "status": "True", "lastTransitionTime": rfc3339_now(),
+                }]}});
+                ctx.writer
+                    .run(
+                        "mark ready",
+                        object,
+                        api.patch_status(&name, &pod_patch_params(), &Patch::Strategic(patch)),
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok(StepResult::Wrote)
+}
+
+/// The state annotation with the containers that Kruise's check would never count complete taken out
+/// (those that restarted onto the digest they ran before), so that Kruise does not count the pod
+/// unavailable afterwards; `None` when nothing needs to change.
+fn completed_state(pod: &Pod) -> Option<String> {
+    if !plan::kruise_check_fails(pod) {
+        return None;
+    }
+    let raw = pod
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_INPLACE_STATE)?;
+    let mut state: Value = serde_json::from_str(raw).ok()?;
+    let statuses: HashMap<String, String> = pod
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .map(|c| (c.name.clone(), c.image_id.clone()))
+        .collect();
+    if let Some(last) = state
+        .get_mut("lastContainerStatuses")
+        .and_then(Value::as_object_mut)
+    {
+        last.retain(|name, v| {
+            let old = v.get("imageID").and_then(Value::as_str).unwrap_or_default();
+            statuses.get(name).is_some_and(|id| id != old)
+        });
+    }
+    Some(state.to_string())
+}
+
+/// The one guarded patch of an in-place update: tests on the old images and the old revision label,
+/// the revision label, lifecycle `Updating` (when the pod has a lifecycle label), Kruise's state
+/// annotation, hotsync's baseline, the template metadata (relative to the pod's revision), and the
+/// images, or Kruise's grace annotation when a grace period is set.
+fn patch_ops(pod: &Pod, t: &Target, containers: &[String]) -> Vec<Value> {
+    let mut ops: Vec<Value> = Vec::new();
+    let spec_containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.clone())
+        .unwrap_or_default();
+    let mut baseline = Baseline {
+        revision: live::revision(pod).unwrap_or_default().to_string(),
+        target: t.revision.clone(),
+        containers: BTreeMap::new(),
+    };
+    let mut last = serde_json::Map::new();
+    let mut images = serde_json::Map::new();
+    for (i, c) in spec_containers.iter().enumerate() {
+        if !containers.contains(&c.name) {
+            continue;
+        }
+        let Some(img) = t.images.get(&c.name) else {
+            continue;
+        };
+        let st = live::container_status(pod, &c.name);
+        baseline.containers.insert(
+            c.name.clone(),
+            ContainerBaseline {
+                image: c.image.clone().unwrap_or_default(),
+                restart_count: st.map(|s| s.restart_count).unwrap_or(0),
+                container_id: st.and_then(|s| s.container_id.clone()),
+                image_id: st.map(|s| s.image_id.clone()).unwrap_or_default(),
+            },
+        );
+        last.insert(
+            c.name.clone(),
+            json!({"imageID": st.map(|s| s.image_id.clone()).unwrap_or_default()}),
+        );
+        images.insert(c.name.clone(), json!(img));
+        ops.push(
+            json!({"op": "test", "path": format!("/spec/containers/{i}/image"), "value": c.image}),
+        );
+        if t.grace.is_zero() {
+            ops.push(json!({"op": "replace", "path": format!("/spec/containers/{i}/image"), "value": img}));
+        }
+    }
+    let label_path = format!("/metadata/labels/{}", pointer_escape(LABEL_REVISION_HASH));
+    match live::revision(pod) {
+        Some(old) => {
+            ops.push(json!({"op": "test", "path": label_path, "value": old}));
+            ops.push(json!({"op": "replace", "path": label_path, "value": t.revision}));
+        }
+        None => ops.push(json!({"op": "add", "path": label_path, "value": t.revision})),
+    }
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    if labels.contains_key(LABEL_LIFECYCLE_STATE) {
+        ops.push(json!({"op": "add", "path": format!("/metadata/labels/{}", pointer_escape(LABEL_LIFECYCLE_STATE)), "value": lc::UPDATING}));
+    }
+    // Template metadata: what the target sets, and removes.
+    let reserved = |k: &str| k == LABEL_REVISION_HASH || k == LABEL_LIFECYCLE_STATE;
+    for (k, v) in &t.labels {
+        if reserved(k) {
+            continue;
+        }
+        let path = format!("/metadata/labels/{}", pointer_escape(k));
+        match v {
+            Some(v) if labels.get(k) != Some(v) => {
+                ops.push(json!({"op": "add", "path": path, "value": v}))
+            }
+            None if labels.contains_key(k) => ops.push(json!({"op": "remove", "path": path})),
+            _ => {}
+        }
+    }
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    if pod.metadata.annotations.is_none() {
+        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
+    }
+    for (k, v) in &t.annotations {
+        let path = format!("/metadata/annotations/{}", pointer_escape(k));
+        match v {
+            Some(v) if annotations.get(k) != Some(v) => {
+                ops.push(json!({"op": "add", "path": path, "value": v}))
+            }
+            None if annotations.contains_key(k) => ops.push(json!({"op": "remove", "path": path})),
+            _ => {}
+        }
+    }
+    let now = rfc3339_now();
+    let state = json!({
+        "revision": t.revision,
+        "updateTimestamp": now,
+        "lastContainerStatuses": if last.is_empty() { Value::Null } else { Value::Object(last) },
+        "updateImages": !images.is_empty(),
+        "containerBatchesRecord": [{"timestamp": now, "containers": containers}],
+    });
+    let add = |ops: &mut Vec<Value>, key: &str, value: Value| {
+        ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{}", pointer_escape(key)), "value": value}));
+    };
+    add(&mut ops, ANNOTATION_INPLACE_STATE, json!(state.to_string()));
+    add(
+        &mut ops,
+        plan::ANNOTATION_BASELINE,
+        json!(serde_json::to_string(&baseline).unwrap_or_default()),
+    );
+    add(&mut ops, ANNOTATION_LIFECYCLE_TIMESTAMP, json!(now));
+    if annotations.contains_key(ANNOTATION_INPLACE_STATE_OLD) {
+        ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{}", pointer_escape(ANNOTATION_INPLACE_STATE_OLD))}));
+    }
+    if !t.grace.is_zero() && !images.is_empty() {
+        let grace = json!({
+            "revision": t.revision,
+            "containerImages": images,
+            "graceSeconds": t.grace.as_secs(),
+        });
+        add(&mut ops, ANNOTATION_INPLACE_GRACE, json!(grace.to_string()));
+    }
+    ops
+}
+
+/// Whether a GameServerSet is held by hotsync (for drift and the demo).
+pub fn is_held(gss: &GameServerSet) -> bool {
+    hold_of(Some(gss)).is_some()
+}
