@@ -378,9 +378,14 @@ async fn a_daemon_killed_at_random_moments_of_twenty_rollouts_restarts_every_pod
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_survives_the_api_server_being_killed_and_restarted_under_it() {
     // A cluster of its own: restarting the shared one would pull it from under the other tests.
-    let mut cluster = LocalCluster::start(ClusterOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("this test needs a local API server and cannot have one: {e}"));
+    let mut cluster = LocalCluster::start(ClusterOptions {
+        crds: Some(hotsync_sim::cluster::Crds::Upstream(
+            harness::upstream_crds_dir(),
+        )),
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("this test needs a local API server and cannot have one: {e}"));
     let client = cluster
         .client()
         .await
@@ -406,6 +411,9 @@ async fn a_rollout_survives_the_api_server_being_killed_and_restarted_under_it()
         client,
         namespace,
         kubeconfig: cluster.kubeconfig().to_path_buf(),
+        node: None,
+        images: Default::default(),
+        failure: None,
     };
     let started = Instant::now();
     let mut fleet = fleet(env).await;

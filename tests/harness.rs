@@ -9,7 +9,7 @@
 
 use hotsync::model::{GameServerSet, LABEL_OWNER_GSS};
 use hotsync_sim::cluster::Crds;
-use hotsync_sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
+use hotsync_sim::{ClusterOptions, LocalCluster, NodeMode, SimConfig, Simulation};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use std::future::Future;
@@ -45,21 +45,26 @@ pub fn test_config() -> SimConfig {
     config
 }
 
+/// A shared cluster of the test binary.
 struct Shared {
     kubeconfig: PathBuf,
+    /// The real node, for the cluster that has one.
+    node: Option<hotsync_sim::node::NodeEnv>,
+    images: hotsync_sim::node::PushedImages,
+    webhooks: std::sync::Arc<hotsync_sim::Webhooks>,
+    failure: std::sync::Arc<Mutex<Option<String>>>,
     // Kept alive for the whole process: the simulation's tasks run on this runtime.
     _runtime: tokio::runtime::Runtime,
     _cluster: LocalCluster,
 }
 
 static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
-static SIM_FAILURE: Mutex<Option<String>> = Mutex::new(None);
-static WEBHOOKS: OnceLock<std::sync::Arc<hotsync_sim::Webhooks>> = OnceLock::new();
+static REAL: OnceLock<Result<Shared, String>> = OnceLock::new();
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-fn start_shared() -> Result<Shared, String> {
+fn start_shared(node: NodeMode) -> Result<Shared, String> {
     // Started on a thread of its own: the calling test runs inside a runtime, which cannot block on another.
-    std::thread::spawn(|| {
+    std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -69,79 +74,125 @@ fn start_shared() -> Result<Shared, String> {
         let cluster = runtime
             .block_on(LocalCluster::start(ClusterOptions {
                 crds: Some(Crds::Upstream(upstream_crds_dir())),
+                node,
                 ..ClusterOptions::default()
             }))
-            .map_err(|e| format!("could not start the local API server: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "could not start the local cluster: {}",
+                    anyhow::Error::new(e)
+                        .chain()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(": ")
+                )
+            })?;
         let kubeconfig = cluster.kubeconfig().to_path_buf();
-        runtime.block_on(async {
+        let failure = std::sync::Arc::new(Mutex::new(None));
+        let f = failure.clone();
+        let webhooks = runtime.block_on(async {
             let client = cluster
                 .client()
                 .await
                 .map_err(|e| format!("could not build a client: {e}"))?;
-            let mut sim = Simulation::start(client, test_config())
+            let config = SimConfig {
+                simulated_kubelet: node == NodeMode::Simulated,
+                ..test_config()
+            };
+            let mut sim = Simulation::start(client, config)
                 .await
                 .map_err(|e| format!("could not start the simulation: {e}"))?;
-            let _ = WEBHOOKS.set(sim.webhooks());
+            let webhooks = sim.webhooks();
             // Watches the simulation for the whole process: a task that dies fails every later test.
             tokio::spawn(async move {
                 let e = sim.wait_any_failure().await;
                 let msg = format!("{:#}", anyhow::Error::new(e));
                 eprintln!("simulation failed: {msg}");
-                *SIM_FAILURE.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+                *f.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
                 // Keep `sim` (and its remaining tasks) alive until the process exits.
                 std::future::pending::<()>().await;
                 drop(sim);
             });
-            Ok::<_, String>(())
+            Ok::<_, String>(webhooks)
         })?;
         Ok(Shared {
             kubeconfig,
+            node: cluster.node().cloned(),
+            images: cluster.images().clone(),
+            webhooks,
+            failure,
             _runtime: runtime,
             _cluster: cluster,
         })
     })
     .join()
-    .map_err(|_| "the thread starting the local API server panicked".to_string())?
+    .map_err(|_| "the thread starting the local cluster panicked".to_string())?
 }
 
-fn shared() -> &'static Shared {
-    match SHARED.get_or_init(start_shared) {
+fn shared(node: NodeMode) -> &'static Shared {
+    let cell = match node {
+        NodeMode::Simulated => &SHARED,
+        NodeMode::Real => &REAL,
+    };
+    match cell.get_or_init(|| start_shared(node)) {
         Ok(s) => s,
-        Err(e) => panic!("this test needs the local API server and cannot have one: {e}"),
+        Err(e) => {
+            panic!("this test needs the local cluster ({node:?} node) and cannot have one: {e}")
+        }
     }
 }
 
 /// OKG's simulated webhooks of the shared cluster (started by [`env`]).
 pub fn webhooks() -> std::sync::Arc<hotsync_sim::Webhooks> {
-    match WEBHOOKS.get() {
-        Some(w) => w.clone(),
-        None => panic!("the shared cluster is not started: call harness::env first"),
+    match SHARED.get() {
+        Some(Ok(s)) => s.webhooks.clone(),
+        _ => panic!("the shared cluster is not started: call harness::env first"),
     }
 }
 
-fn assert_sim_alive() {
-    if let Some(msg) = SIM_FAILURE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-    {
+fn assert_alive(s: &Shared) {
+    if let Some(msg) = s.failure.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
         panic!("the simulation is not running: {msg}");
     }
 }
 
-/// One test's view of the shared cluster.
+/// One test's view of a shared cluster.
 pub struct TestEnv {
     pub client: kube::Client,
     pub namespace: String,
     pub kubeconfig: PathBuf,
+    /// The real node, on the cluster that has one ([`real_env`]).
+    pub node: Option<hotsync_sim::node::NodeEnv>,
+    /// The digests of the real node's test images (`repository:tag` as pushed).
+    pub images: hotsync_sim::node::PushedImages,
+    pub failure: Option<std::sync::Arc<Mutex<Option<String>>>>,
 }
 
-/// The shared cluster (started on first use) with a fresh namespace named after `test`.
+/// The shared cluster with the simulated kubelet (started on first use), and a fresh namespace named
+/// after `test`.
 pub async fn env(test: &str) -> TestEnv {
-    let kubeconfig = tokio::task::spawn_blocking(|| shared().kubeconfig.clone())
-        .await
-        .unwrap_or_else(|e| panic!("starting the shared cluster failed: {e}"));
-    assert_sim_alive();
+    env_on(test, NodeMode::Simulated).await
+}
+
+/// The shared cluster with the real node (kubelet on containerd, scheduler, controller-manager and a
+/// local registry; started on first use), and a fresh namespace whose `default` ServiceAccount exists.
+pub async fn real_env(test: &str) -> TestEnv {
+    env_on(test, NodeMode::Real).await
+}
+
+async fn env_on(test: &str, node: NodeMode) -> TestEnv {
+    let (kubeconfig, node_env, images, failure) = tokio::task::spawn_blocking(move || {
+        let s = shared(node);
+        assert_alive(s);
+        (
+            s.kubeconfig.clone(),
+            s.node.clone(),
+            s.images.clone(),
+            s.failure.clone(),
+        )
+    })
+    .await
+    .unwrap_or_else(|e| panic!("starting the shared cluster failed: {e}"));
     let client = hotsync_sim::cluster::client_from_kubeconfig(&kubeconfig)
         .await
         .unwrap_or_else(|e| panic!("could not build a client for the local API server: {e}"));
@@ -172,10 +223,18 @@ pub async fn env(test: &str) -> TestEnv {
         .create(&PostParams::default(), &ns)
         .await
         .unwrap_or_else(|e| panic!("could not create the namespace {namespace}: {e}"));
+    if node == NodeMode::Real {
+        hotsync_sim::cluster::wait_service_account(&client, &namespace, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{namespace} got no default ServiceAccount: {e}"));
+    }
     TestEnv {
         client,
         namespace,
         kubeconfig,
+        node: node_env,
+        images,
+        failure: Some(failure),
     }
 }
 
@@ -219,7 +278,11 @@ impl TestEnv {
     {
         let deadline = Instant::now() + timeout;
         loop {
-            assert_sim_alive();
+            if let Some(f) = &self.failure {
+                if let Some(msg) = f.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                    panic!("the simulation is not running: {msg}");
+                }
+            }
             match check().await {
                 Ok(v) => return v,
                 Err(seen) if Instant::now() >= deadline => {

@@ -153,7 +153,7 @@ const CATALOGUE: &[CatalogueImage] = &[
         names: &["sidecar"],
         tag: "slow-ready",
         args: Some(&["slow-ready", "4", "8080"]),
-        also: &[],
+        also: &["slow-ready-b"],
     },
     CatalogueImage {
         names: &["games/arena"],

@@ -260,7 +260,14 @@ pub fn failing(pod: &Pod, containers: &[String]) -> Option<(String, String)> {
             let spec = spec_image(pod, &s.name).unwrap_or_default();
             let message = waiting.message.clone().unwrap_or_default();
             let current = if reason == "CrashLoopBackOff" {
-                images::reports(&s.image, &s.image_id, spec)
+                // A crash of the current spec's image: the container it last ran failed. A back-off after
+                // a container was stopped for an image change (it exited cleanly) is no crash.
+                let crashed = s
+                    .last_state
+                    .as_ref()
+                    .and_then(|l| l.terminated.as_ref())
+                    .is_some_and(|t| t.exit_code != 0);
+                crashed && images::reports(&s.image, &s.image_id, spec)
             } else if message.contains("image \"") {
                 message.contains(&format!("\"{spec}\""))
             } else {
