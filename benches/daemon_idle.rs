@@ -195,6 +195,8 @@ impl Daemon {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log_file = std::fs::File::create(&log).expect("create the daemon's log file");
         let child = Command::new(env!("CARGO_BIN_EXE_hotsync"))
+            // The simulated cluster has no registry to ask.
+            .env("HOTSYNC_NO_IMAGE_CHECK", "true")
             .args(["run", "--repo", url, "--branch", "main"])
             .args([
                 "--no-leader-election",

@@ -117,6 +117,8 @@ fn plan_reports_a_set_outside_the_allowed_namespaces_as_an_error() {
     repo.write("sets/a.yaml", VALID);
     repo.commit_all("head");
     let out = Command::new(env!("CARGO_BIN_EXE_hotsync"))
+        // The simulated cluster has no registry to ask.
+        .env("HOTSYNC_NO_IMAGE_CHECK", "true")
         .args([
             "plan",
             "--base",

@@ -114,6 +114,8 @@ impl Fleet {
             .open(self.log())
             .unwrap_or_else(|e| panic!("{}: {e}", self.log().display()));
         let child = Command::new(env!("CARGO_BIN_EXE_hotsync"))
+            // The simulated cluster has no registry to ask.
+            .env("HOTSYNC_NO_IMAGE_CHECK", "true")
             .args(["run", "--repo"])
             .arg(self.repo.path())
             .arg("--kubeconfig")

@@ -429,3 +429,55 @@ pub async fn http(
         .unwrap_or_default();
     (status, body)
 }
+
+/// The branch a local repository's HEAD is on.
+pub fn head_branch(repo: &std::path::Path) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["rev-parse", "--abbrev-ref", "HEAD"])
+        .output()
+        .unwrap_or_else(|e| panic!("git rev-parse: {e}"));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `hotsync run` on a local repository against this env's cluster, without leader election or status,
+/// polling every 500 ms, its output in `log`; killed (SIGKILL) when dropped.
+pub fn spawn_daemon(
+    env: &TestEnv,
+    repo: &std::path::Path,
+    log: &std::path::Path,
+    extra: &[String],
+) -> Reaped {
+    let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    let err = file.try_clone().unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hotsync"));
+    cmd.args([
+        "run",
+        "--no-leader-election",
+        "--no-status",
+        "--interval",
+        "500ms",
+    ])
+    .arg("--repo")
+    .arg(repo)
+    .arg("--branch")
+    .arg(head_branch(repo))
+    .arg("--listen")
+    .arg(loopback().to_string())
+    .arg("--kubeconfig")
+    .arg(&env.kubeconfig)
+    .arg("--cache-dir")
+    .arg(repo.join(".cache"))
+    .args(extra)
+    .stdout(file)
+    .stderr(err);
+    if env.node.is_none() {
+        // The simulated cluster has no registry to ask.
+        cmd.env("HOTSYNC_NO_IMAGE_CHECK", "true");
+    }
+    Reaped(
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("could not start hotsync run: {e}")),
+    )
+}

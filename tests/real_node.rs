@@ -4,7 +4,7 @@
 //! pod's network) is the kubelet's own here.
 
 use crate::gitrepo::TempRepo;
-use crate::harness::{self, Reaped, TestEnv};
+use crate::harness::{self, TestEnv};
 use hotsync::model::GameServerSet;
 use hotsync::rollout::{Outcome, PodOutcome};
 use hotsync::sync::SyncReport;
@@ -431,41 +431,17 @@ async fn a_player_stays_connected_to_the_engine_while_the_sidecar_restarts() {
 async fn the_daemon_killed_mid_rollout_on_real_pods_finishes_with_one_restart_each() {
     let env = harness::real_env("real sigkill").await;
     let mut repo = started(&env, 3, &sidecar("v0.1"), "").await;
+    let registry = env
+        .node
+        .as_ref()
+        .map(|n| n.registry.clone())
+        .unwrap_or_default();
+    let mirror = vec![
+        "--registry-mirror".to_string(),
+        format!("registry.example.com=http://{registry}"),
+    ];
     let repo_path = repo.path().to_path_buf();
-    let head = Command::new("git")
-        .arg("-C")
-        .arg(&repo_path)
-        .args(["rev-parse", "--abbrev-ref", "HEAD"])
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let branch = String::from_utf8_lossy(&head.stdout).trim().to_string();
-    let run = |log: &std::path::Path| {
-        let log = std::fs::File::create(log).unwrap_or_else(|e| panic!("{e}"));
-        Reaped(
-            Command::new(env!("CARGO_BIN_EXE_hotsync"))
-                .args([
-                    "run",
-                    "--no-leader-election",
-                    "--no-status",
-                    "--interval",
-                    "500ms",
-                ])
-                .arg("--repo")
-                .arg(&repo_path)
-                .arg("--branch")
-                .arg(&branch)
-                .arg("--listen")
-                .arg(harness::loopback().to_string())
-                .arg("--kubeconfig")
-                .arg(&env.kubeconfig)
-                .arg("--cache-dir")
-                .arg(repo_path.join(".cache"))
-                .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("could not start hotsync run: {e}")),
-        )
-    };
+    let run = |log: &std::path::Path| harness::spawn_daemon(&env, &repo_path, log, &mirror);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let daemon = run(&dir.path().join("1.log"));
     repo.write(
@@ -514,4 +490,68 @@ async fn the_daemon_killed_mid_rollout_on_real_pods_finishes_with_one_restart_ea
         assert_eq!(status(p, "sidecar").restart_count, 1, "{}", describe(&pods));
         assert_eq!(status(p, "minecraft").restart_count, 0);
     }
+}
+
+/// Before any container restarts into a new image, hotsync asks the registry (here the node's own,
+/// through a mirror setting) whether it exists: a missing tag stops the set with nothing applied and no
+/// container restarted; an existing one rolls out.
+#[tokio::test]
+async fn a_missing_image_is_found_missing_in_the_registry_before_any_restart() {
+    let env = harness::real_env("real image check").await;
+    let mut repo = started(&env, 2, &sidecar("v0.1"), "").await;
+    let registry = env
+        .node
+        .as_ref()
+        .map(|n| n.registry.clone())
+        .unwrap_or_default();
+    let mut opts = harness::sync_options(repo.path());
+    opts.rollout.wait_timeout = REAL;
+    opts.rollout.image_check = Some(
+        hotsync::registry::Registries::new(std::collections::BTreeMap::from([(
+            "registry.example.com".to_string(),
+            format!("http://{registry}"),
+        )]))
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, 2, &sidecar("no-such-tag"), ""),
+    );
+    repo.commit_all("a tag that was never pushed");
+    let report = hotsync::sync::sync(&env.client, &opts, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));
+    assert_eq!(report.exit_code(), 1, "{report:#?}");
+    let msg = report.sets[0].message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("no-such-tag") && msg.contains("does not exist"),
+        "{msg}"
+    );
+    let pods = env.pods("minecraft").await;
+    for p in &pods {
+        assert_eq!(
+            hotsync::live::spec_image(p, "sidecar"),
+            Some(sidecar("v0.1").as_str())
+        );
+        assert_eq!(status(p, "sidecar").restart_count, 0);
+    }
+    let gss: GameServerSet = env
+        .api()
+        .get("minecraft")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !gss.annotations()
+            .contains_key(hotsync::rollout::ANNOTATION_HOLD),
+        "nothing applied"
+    );
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, 2, &sidecar("v0.2"), ""),
+    );
+    repo.commit_all("an image that exists");
+    let report = hotsync::sync::sync(&env.client, &opts, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));
+    assert_eq!(report.sets[0].outcome, Outcome::Synced, "{report:#?}");
 }

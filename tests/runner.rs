@@ -10,6 +10,7 @@ mod gitrepo;
 mod harness;
 mod plan_cases;
 mod plan_cli;
+mod players;
 mod real_node;
 mod secrets;
 mod sim_cluster;

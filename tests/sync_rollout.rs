@@ -488,6 +488,8 @@ async fn a_concurrent_edit_of_a_pod_is_re_planned_not_overwritten() {
 /// `hotsync sync` as a process, so that it can be killed.
 fn sync_process(env: &TestEnv, repo: &TempRepo) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_hotsync"))
+        // The simulated cluster has no registry to ask.
+        .env("HOTSYNC_NO_IMAGE_CHECK", "true")
         .args(["sync", "--repo"])
         .arg(repo.path())
         .arg("--kubeconfig")

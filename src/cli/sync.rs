@@ -73,16 +73,37 @@ pub struct RolloutArgs {
     /// How long one pod may take to restart its containers and be ready.
     #[arg(long, default_value = "5m", value_parser = parse_duration, env = "HOTSYNC_POD_TIMEOUT")]
     pub pod_timeout: Duration,
-    /// Pods whose GameServer opsState is one of these are not updated (comma-separated).
+    /// Game servers whose opsState is one of these are deferred (comma-separated): left on their old
+    /// images, labelled `hotsync.dev/update-pending`, and updated once the opsState leaves the list;
+    /// the set stays held meanwhile (its phase is Deferred) so that OKG does not restart them either.
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "WaitToBeDeleted,Kill,Maintaining"
     )]
     pub skip_ops_state: Vec<String>,
-    /// Update only idle game servers: skip those Allocated.
+    /// Defer Allocated game servers too: update only idle ones.
     #[arg(long)]
     pub skip_allocated: bool,
+    /// After this long with game servers deferred, report the set Degraded (exit 1); they are never
+    /// forced.
+    #[arg(long, value_parser = parse_duration, env = "HOTSYNC_DEFER_DEADLINE")]
+    pub defer_deadline: Option<Duration>,
+    /// How long a pod may stay held by the set's in-place lifecycle hook (PreparingUpdate).
+    #[arg(long, default_value = "5m", value_parser = parse_duration, env = "HOTSYNC_HOOK_TIMEOUT")]
+    pub hook_timeout: Duration,
+    /// Do not ask registries whether new images exist before restarting containers into them.
+    #[arg(long, env = "HOTSYNC_NO_IMAGE_CHECK")]
+    pub no_image_check: bool,
+    /// Ask URL instead of HOST about HOST's images (repeatable), e.g. a pull-through mirror:
+    /// `registry.example.com=https://mirror.internal`; an `http://` URL is asked in plain HTTP.
+    #[arg(
+        long = "registry-mirror",
+        value_name = "HOST=URL",
+        value_delimiter = ',',
+        env = "HOTSYNC_REGISTRY_MIRROR"
+    )]
+    pub registry_mirror: Vec<String>,
     /// What to do with a pod that fails: roll it back (the default) or halt and leave it.
     #[arg(long, value_enum, default_value_t = OnFailureArg::Rollback)]
     pub on_failure: OnFailureArg,
@@ -95,10 +116,34 @@ pub struct RolloutArgs {
 }
 
 impl RolloutArgs {
-    pub fn options(&self) -> RolloutOptions {
-        RolloutOptions {
+    /// The rollout settings these flags make.
+    ///
+    /// # Errors
+    /// A `--registry-mirror` that is not `HOST=URL`, or the system's roots not loading.
+    pub fn options(&self) -> anyhow::Result<RolloutOptions> {
+        let image_check = if self.no_image_check {
+            None
+        } else {
+            let mut mirrors = std::collections::BTreeMap::new();
+            for m in &self.registry_mirror {
+                let (host, url) = m
+                    .split_once('=')
+                    .filter(|(h, u)| {
+                        !h.is_empty() && (u.starts_with("http://") || u.starts_with("https://"))
+                    })
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("--registry-mirror {m:?} is not HOST=http(s)://URL")
+                    })?;
+                mirrors.insert(host.to_string(), url.to_string());
+            }
+            Some(hotsync::registry::Registries::new(mirrors)?)
+        };
+        Ok(RolloutOptions {
             skip_ops_states: self.skip_ops_state.clone(),
             skip_allocated: self.skip_allocated,
+            defer_deadline: self.defer_deadline,
+            hook_timeout: self.hook_timeout,
+            image_check,
             on_failure: self.on_failure.into(),
             pod_timeout: self.pod_timeout,
             allow_recreate: self.allow_recreate,
@@ -106,7 +151,7 @@ impl RolloutArgs {
             wait_timeout: self.timeout,
             dry_run: self.dry_run,
             ..RolloutOptions::default()
-        }
+        })
     }
 }
 
@@ -131,8 +176,8 @@ pub fn sync_options(
     source: &SourceArgs,
     branch: Option<String>,
     rollout: &RolloutArgs,
-) -> SyncOptions {
-    SyncOptions {
+) -> anyhow::Result<SyncOptions> {
+    Ok(SyncOptions {
         repo: source.repo.clone(),
         branch,
         path: source.path.clone(),
@@ -142,16 +187,16 @@ pub fn sync_options(
             depth: source.depth(),
             ..Default::default()
         },
-        rollout: rollout.options(),
+        rollout: rollout.options()?,
         set_concurrency: 4,
-    }
+    })
 }
 
 pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let client = args.kube.client().await?;
-        let mut opts = sync_options(&args.source, args.branch.clone(), &args.rollout);
+        let mut opts = sync_options(&args.source, args.branch.clone(), &args.rollout)?;
         opts.fetch = hotsync::source::FetchOptions {
             depth: args.source.depth(),
             ..args.auth.fetch_options()?

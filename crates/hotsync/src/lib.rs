@@ -15,6 +15,8 @@ pub mod manifest;
 pub mod model;
 /// The Plan value and its renderings.
 pub mod plan;
+/// Whether image references exist in their registries.
+pub mod registry;
 /// Load two revisions and plan the change between them.
 pub mod review;
 /// Executes a set's plan against the cluster: apply, pod patches in waves, waits.

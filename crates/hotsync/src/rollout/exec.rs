@@ -452,6 +452,27 @@ pub(crate) async fn hot_update(
                     | ClusterError::Timeout { .. }),
                 ) => {
                     let why = e.to_string();
+                    // A patch refused before anything of the pod changed: it goes back into its load
+                    // balancer (the status write is no pod UPDATE, so no webhook stands in its way).
+                    if matches!(step, Step::Patch { .. })
+                        && plan::condition(&pod, CONDITION_INPLACE_READY) == Some("False")
+                    {
+                        let patch = json!({"status": {"conditions": [{
+                            "type": CONDITION_INPLACE_READY, "status": "True", "lastTransitionTime": rfc3339_now(),
+                        }]}});
+                        let _ = ctx
+                            .writer
+                            .run(
+                                "mark ready",
+                                format!("pod {}/{name}", ctx.ns),
+                                pod_api.patch_status(
+                                    name,
+                                    &pod_patch_params(),
+                                    &Patch::Strategic(patch),
+                                ),
+                            )
+                            .await;
+                    }
                     stop.get_or_insert_with(|| format!("pod {name}: {why}"));
                     tracked.remove(name);
                     results.insert(

@@ -60,6 +60,9 @@ pub struct RolloutOptions {
     pub hook_timeout: Duration,
     /// The bound of every write (more than any admission webhook's `timeoutSeconds`, at most 30 s).
     pub write_timeout: Duration,
+    /// Ask the registries whether each new image exists before any container restarts into it
+    /// (`None`: do not ask).
+    pub image_check: Option<crate::registry::Registries>,
     pub on_failure: OnFailure,
     /// How long one pod may take to restart its containers and be ready.
     pub pod_timeout: Duration,
@@ -91,6 +94,7 @@ impl Default for RolloutOptions {
             defer_deadline: None,
             hook_timeout: Duration::from_secs(300),
             write_timeout: Duration::from_secs(40),
+            image_check: None,
             on_failure: OnFailure::Rollback,
             pod_timeout: Duration::from_secs(300),
             propagation_timeout: Duration::from_secs(60),
@@ -292,6 +296,13 @@ pub async fn sync_set(
         ));
         return Ok(out);
     }
+    if let Some(registries) = &opts.image_check {
+        if let Some(why) = missing_image(&ctx, registries, live.gss.as_ref(), &want).await? {
+            out.outcome = Outcome::Failed;
+            out.message = Some(format!("{why}; nothing of this set was applied"));
+            return Ok(out);
+        }
+    }
     let on_delete = crate::diff::on_delete(&want);
     if opts.dry_run {
         apply(&ctx, &want, None, omit_replicas, true).await?;
@@ -346,6 +357,64 @@ pub async fn sync_set(
     };
     out.writes = ctx.writer.counts();
     Ok(out)
+}
+
+/// The first new image of the set that its registry does not have (or cannot be asked about), with the
+/// credentials of the template's `imagePullSecrets`.
+async fn missing_image(
+    ctx: &Ctx<'_>,
+    registries: &crate::registry::Registries,
+    live: Option<&GameServerSet>,
+    want: &GameServerSet,
+) -> Result<Option<String>, ClusterError> {
+    let before = live
+        .map(GameServerSet::container_images)
+        .unwrap_or_default();
+    let new: Vec<String> = want
+        .container_images()
+        .into_iter()
+        .filter(|c| !before.contains(c))
+        .map(|(_, i)| i)
+        .collect();
+    if new.is_empty() {
+        return Ok(None);
+    }
+    let mut creds = std::collections::BTreeMap::new();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(ctx.client.clone(), &ctx.ns);
+    let names = want
+        .spec
+        .game_server_template
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.clone())
+        .unwrap_or_default();
+    for r in names {
+        let secret = secrets.get_opt(&r.name).await.map_err(|e| {
+            ClusterError::api(
+                "get",
+                format!("secret {}/{} (imagePullSecrets)", ctx.ns, r.name),
+                e,
+            )
+        })?;
+        let Some(secret) = secret else { continue };
+        for key in [".dockerconfigjson", ".dockercfg"] {
+            if let Some(b) = secret.data.as_ref().and_then(|d| d.get(key)) {
+                creds.extend(crate::registry::credentials_from_docker_config(&b.0));
+            }
+        }
+    }
+    for image in new {
+        match registries.exists(&image, &creds).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(Some(format!(
+                "image {image} does not exist in its registry: no container was restarted into it"
+            ))),
+            Err(e) => return Ok(Some(e.to_string())),
+        }
+    }
+    Ok(None)
 }
 
 /// True when another controller (an HPA, KEDA, OKG's Kill path) owns `spec.replicas`: then it is not drift.
