@@ -933,8 +933,6 @@ impl NonRootDaemon {
             .unwrap_or_else(|e| panic!("{e}"));
         let log = std::fs::File::create(d.join("run.log")).unwrap_or_else(|e| panic!("{e}"));
         let child = std::process::Command::new("setpriv")
-            // The simulated cluster has no registry to ask.
-            .env("HOTSYNC_NO_IMAGE_CHECK", "true")
             .args([
                 "--reuid",
                 "65532",
@@ -955,6 +953,8 @@ impl NonRootDaemon {
             .env_clear()
             .env("HOME", d)
             .env("PATH", "/usr/bin:/bin")
+            // The simulated cluster has no registry to ask.
+            .env("HOTSYNC_NO_IMAGE_CHECK", "true")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log)

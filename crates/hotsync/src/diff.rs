@@ -700,4 +700,93 @@ mod tests {
             Class::Config
         );
     }
+
+    fn set(v: serde_json::Value) -> GameServerSet {
+        let mut base = serde_json::json!({
+            "apiVersion": "game.kruise.io/v1alpha1", "kind": "GameServerSet",
+            "metadata": {"name": "mc", "namespace": "ns"},
+            "spec": {"replicas": 2, "gameServerTemplate": {"spec": {"containers": [
+                {"name": "game", "image": "g:1"}, {"name": "sidecar", "image": "s:1"}]}}},
+        });
+        if let (Some(spec), serde_json::Value::Object(e)) = (base["spec"].as_object_mut(), v) {
+            for (k, v) in e {
+                spec.insert(k, v);
+            }
+        }
+        serde_json::from_value(base).expect("set")
+    }
+
+    fn in_place() -> serde_json::Value {
+        serde_json::json!({"rollingUpdate": {"podUpdatePolicy": "InPlaceIfPossible"}})
+    }
+
+    #[test]
+    fn a_network_change_changes_the_template_okg_builds() {
+        let net = |v: &str| {
+            serde_json::json!({"networkType": "Kubernetes-HostPort",
+            "networkConf": [{"name": "ContainerPorts", "value": v}]})
+        };
+        let a =
+            set(serde_json::json!({"updateStrategy": in_place(), "network": net("game:1/TCP")}));
+        let b =
+            set(serde_json::json!({"updateStrategy": in_place(), "network": net("game:2/TCP")}));
+        assert_eq!(diff_sets(Some(&a), Some(&b)).impact, Impact::HotUpdate);
+        let a = set(serde_json::json!({"network": net("game:1/TCP")}));
+        let b = set(serde_json::json!({"network": net("game:2/TCP")}));
+        assert_eq!(
+            diff_sets(Some(&a), Some(&b)).impact,
+            Impact::Recreate,
+            "under ReCreate the new annotations recreate the pods"
+        );
+    }
+
+    #[test]
+    fn a_change_of_the_network_type_is_said_to_be_refused_by_okg() {
+        let a = set(serde_json::json!({"network": {"networkType": "Kubernetes-HostPort"}}));
+        let b = set(serde_json::json!({"network": {"networkType": "Kubernetes-NodePort"}}));
+        let d = diff_sets(Some(&a), Some(&b));
+        assert!(
+            d.warnings
+                .iter()
+                .any(|w| w.contains("change network type is not allowed")),
+            "{:?}",
+            d.warnings
+        );
+    }
+
+    #[test]
+    fn under_on_delete_a_template_change_restarts_nothing_and_says_so() {
+        let od = serde_json::json!({"type": "OnDelete"});
+        let a = set(serde_json::json!({"updateStrategy": od}));
+        let mut b = a.clone();
+        if let Some(s) = b.spec.game_server_template.template.spec.as_mut() {
+            s.containers[1].image = Some("s:2".into());
+        }
+        let d = diff_sets(Some(&a), Some(&b));
+        assert_eq!(d.impact, Impact::Config);
+        assert!(
+            d.warnings.iter().any(|w| w.contains("OnDelete")),
+            "{:?}",
+            d.warnings
+        );
+    }
+
+    #[test]
+    fn containers_whose_env_reads_a_changed_label_are_named() {
+        let env = serde_json::json!([{"name": "SHARD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['shard']"}}}]);
+        let mk = |shard: &str| {
+            set(
+                serde_json::json!({"updateStrategy": in_place(), "gameServerTemplate": {
+                "metadata": {"labels": {"shard": shard}},
+                "spec": {"containers": [{"name": "game", "image": "g:1", "env": env}, {"name": "sidecar", "image": "s:1"}]}}}),
+            )
+        };
+        let d = diff_sets(Some(&mk("a")), Some(&mk("b")));
+        assert_eq!(d.impact, Impact::HotUpdate);
+        assert_eq!(d.env_restarts, vec!["game".to_string()]);
+        assert!(d
+            .warnings
+            .iter()
+            .any(|w| w.contains("game") && w.contains("disconnects players")));
+    }
 }

@@ -583,9 +583,10 @@ pub(crate) async fn hot_update(
             false,
         )
         .await?;
-        let waited = since
-            .parse::<k8s_openapi::jiff::Timestamp>()
-            .ok()
+        // Deferred since an earlier sync (the annotation, to the second), or just now.
+        let waited = deferred_since
+            .as_deref()
+            .and_then(|d| d.parse::<k8s_openapi::jiff::Timestamp>().ok())
             .and_then(|t| Duration::try_from(now().duration_since(t)).ok())
             .unwrap_or(Duration::ZERO);
         let past = ctx.opts.defer_deadline.is_some_and(|d| waited > d);

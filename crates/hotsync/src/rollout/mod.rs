@@ -408,9 +408,11 @@ async fn missing_image(
     for image in new {
         match registries.exists(&image, &creds).await {
             Ok(true) => {}
-            Ok(false) => return Ok(Some(format!(
+            Ok(false) => {
+                return Ok(Some(format!(
                 "image {image} does not exist in its registry: no container was restarted into it"
-            ))),
+            )))
+            }
             Err(e) => return Ok(Some(e.to_string())),
         }
     }
