@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test on a fresh machine: installs Debian's packages, builds Kubernetes 1.20.2 (kube-apiserver, kubelet, scheduler, controller-manager) once
-# (cached in ~/.cache/hotsync), then `cargo test`. Tests that need the API server start their own.
+# Runs every test on a fresh machine: installs Debian's packages, builds Kubernetes 1.20.2
+# (kube-apiserver, kubelet, scheduler, controller-manager) once (cached in ~/.cache/hotsync), then
+# `cargo test --workspace`: every crate (the product, the model, the simulation, the binary). Tests that
+# need the API server or the real node start their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HOTSYNC_CACHE="${HOTSYNC_CACHE:-$HOME/.cache/hotsync}"
@@ -8,4 +10,4 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOTSYNC_CACHE/target}"
 scripts/install-deps.sh
 KUBE_BIN_DIR="$(scripts/build-kube.sh | tail -n 1)"
 export KUBE_BIN_DIR
-cargo test --locked "$@"
+cargo test --locked --workspace "$@"

@@ -3,7 +3,7 @@
 // kube-derive takes one `printcolumn(...)` per column, each with `type_`; clippy reads those as duplicates.
 #![allow(clippy::duplicated_attributes)]
 
-use super::{int_or_string, preserve_unknown, Extra};
+use super::{int_or_string, Extra};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PodTemplateSpec, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
@@ -116,7 +116,7 @@ fn int_or_string_list(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
 /// The template of each game server's pod, plus its volume claims.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
-#[schemars(schema_with = "preserve_unknown")]
+#[schemars(schema_with = "game_server_template_schema")]
 pub struct GameServerTemplate {
     #[serde(flatten)]
     pub template: PodTemplateSpec,
@@ -126,6 +126,20 @@ pub struct GameServerTemplate {
     pub volume_claim_templates: Option<Vec<PersistentVolumeClaim>>,
     #[serde(flatten, default, skip_serializing_if = "Extra::is_empty")]
     pub extra: Extra,
+}
+
+/// OKG's schema of the template: the pod template unvalidated and unpruned, beside a typed
+/// `reclaimPolicy` and `volumeClaimTemplates`.
+fn game_server_template_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let pvc = super::embedded::<PersistentVolumeClaim>(g);
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "properties": {
+            "reclaimPolicy": {"type": "string"},
+            "volumeClaimTemplates": {"type": "array", "items": pvc},
+        },
+    })
 }
 
 /// How template changes roll out.
@@ -213,7 +227,6 @@ pub struct NetworkConfParam {
 /// A probe whose results change the game server's state (OKG's `ServiceQuality`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
-#[schemars(schema_with = "preserve_unknown")]
 pub struct ServiceQuality {
     #[serde(flatten)]
     pub probe: Probe,
@@ -226,6 +239,7 @@ pub struct ServiceQuality {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_quality_action: Option<Vec<ServiceQualityAction>>,
     #[serde(flatten, default, skip_serializing_if = "Extra::is_empty")]
+    #[schemars(skip)]
     pub extra: Extra,
 }
 
@@ -253,6 +267,7 @@ pub struct ServiceQualityAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
     #[serde(flatten, default, skip_serializing_if = "Extra::is_empty")]
+    #[schemars(skip)]
     pub extra: Extra,
 }
 

@@ -35,6 +35,39 @@ pub fn preserve_unknown(_: &mut schemars::SchemaGenerator) -> Schema {
     })
 }
 
+/// A schema for a field the API server neither validates nor prunes and whose type it does not check
+/// either, as Kruise declares an Advanced StatefulSet's `template` and `volumeClaimTemplates`.
+pub fn unvalidated(_: &mut schemars::SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// The schema of a Kubernetes object embedded in a CRD as controller-gen writes it: k8s-openapi's
+/// schema of `T`, whose `metadata` is cut down to the five fields controller-gen keeps for embedded
+/// objects (name, namespace, labels, annotations, finalizers).
+pub fn embedded<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> Schema {
+    let mut schema = g.subschema_for::<T>();
+    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        if props.contains_key("metadata") {
+            props.insert(
+                "metadata".into(),
+                serde_json::json!({
+                    "type": "object",
+                    "properties": {
+                        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "finalizers": {"type": "array", "items": {"type": "string"}},
+                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "name": {"type": "string"},
+                        "namespace": {"type": "string"},
+                    },
+                }),
+            );
+        }
+    }
+    schema
+}
+
 /// A schema for an int-or-string field.
 pub fn int_or_string(_: &mut schemars::SchemaGenerator) -> Schema {
     schemars::json_schema!({

@@ -7,7 +7,9 @@
 //! scripts' own directory (kubeconfig, env, certificates, logs, etcd data, and `node/` for a real node).
 
 use hotsync_model::{AdvancedStatefulSet, GameServer, GameServerSet};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps,
+};
 use kube::api::{Api, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
@@ -585,13 +587,68 @@ fn read_env(path: &Path) -> Result<ClusterEnv, ClusterError> {
     })
 }
 
-/// The CRDs generated from the model types (see [`Crds::Builtin`]).
+/// The CRDs generated from the model types (see [`Crds::Builtin`]): the Advanced StatefulSet serves
+/// v1alpha1 and v1beta1 (stored) as Kruise's does; each version's schema declares `apiVersion`, `kind`
+/// and `metadata` as controller-gen's do, and the names carry a `listKind`.
 pub fn builtin_crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        GameServerSet::crd(),
-        GameServer::crd(),
-        AdvancedStatefulSet::crd(),
-    ]
+    let asts = kube::core::crd::merge_crds(
+        vec![
+            hotsync_model::v1alpha1::AdvancedStatefulSetV1alpha1::crd(),
+            AdvancedStatefulSet::crd(),
+        ],
+        "v1beta1",
+    )
+    .expect("the two Advanced StatefulSet versions share group, kind and names");
+    let mut crds = vec![GameServerSet::crd(), GameServer::crd(), asts];
+    for crd in &mut crds {
+        crd.spec.names.list_kind = Some(format!("{}List", crd.spec.names.kind));
+        for version in &mut crd.spec.versions {
+            let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            else {
+                continue;
+            };
+            drop_defaults(schema);
+            let props = schema.properties.get_or_insert_with(Default::default);
+            let typed = |t: &str| JSONSchemaProps {
+                type_: Some(t.to_string()),
+                ..Default::default()
+            };
+            props.insert("apiVersion".into(), typed("string"));
+            props.insert("kind".into(), typed("string"));
+            props.insert("metadata".into(), typed("object"));
+        }
+    }
+    crds
+}
+
+/// Removes the defaults schemars writes for `#[serde(default)]` fields: upstream's schemas default
+/// nothing that kube-apiserver 1.20 accepts (see [`upstream_crds`]), and a default in a schema is
+/// applied by the API server to every object.
+fn drop_defaults(schema: &mut JSONSchemaProps) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+        JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    };
+    schema.default = None;
+    for p in schema.properties.iter_mut().flat_map(|m| m.values_mut()) {
+        drop_defaults(p);
+    }
+    match &mut schema.items {
+        Some(JSONSchemaPropsOrArray::Schema(s)) => drop_defaults(s),
+        Some(JSONSchemaPropsOrArray::Schemas(v)) => v.iter_mut().for_each(drop_defaults),
+        None => {}
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(s)) = &mut schema.additional_properties {
+        drop_defaults(s);
+    }
+    for v in [&mut schema.any_of, &mut schema.all_of, &mut schema.one_of]
+        .into_iter()
+        .flatten()
+    {
+        v.iter_mut().for_each(drop_defaults);
+    }
 }
 
 /// OKG's and Kruise's CRDs from `dir`, made acceptable to kube-apiserver 1.20: it rejects an empty-string

@@ -461,7 +461,11 @@ async fn sync_pod_to_gs(
     }
     let old = gs.status.clone().unwrap_or_default();
     let (network, wait) = network_status(pod, old.network_status.as_ref());
-    let conditions = conditions(ctx, pod, old.extra.get("conditions")).await;
+    let old_conditions = old
+        .conditions
+        .as_ref()
+        .and_then(|c| serde_json::to_value(c).ok());
+    let conditions = conditions(ctx, pod, old_conditions.as_ref()).await;
     let mut status = json!({
         "podStatus": pod.status,
         "currentState": pods::label(pod, OKG_GS_STATE).unwrap_or_default(),
@@ -474,7 +478,7 @@ async fn sync_pod_to_gs(
     });
     let mut before = serde_json::to_value(&old).unwrap_or(Value::Null);
     if let Some(b) = before.as_object_mut() {
-        b.remove("serviceQualitiesCondition");
+        b.remove("serviceQualitiesConditions");
     }
     let mut compare = status.clone();
     if let Some(c) = compare.as_object_mut() {

@@ -8,8 +8,9 @@ use crate::names::{
     OKG_NETWORK_TYPE, OKG_OWNER_GSS, OKG_UPDATE_PRIORITY,
 };
 use hotsync_model::{
-    AdvancedStatefulSet, AstsRollingUpdate, AstsScaleStrategy, AstsUpdateStrategy, GameServerSet,
-    LifecycleHook, UnorderedUpdate, UpdatePriorityOrderTerm, UpdatePriorityStrategy,
+    AdvancedStatefulSet, AstsInPlaceUpdateStrategy, AstsRollingUpdate, AstsScaleStrategy,
+    AstsUpdateStrategy, GameServerSet, LifecycleHook, UnorderedUpdate, UpdatePriorityOrderTerm,
+    UpdatePriorityStrategy,
 };
 use k8s_openapi::api::core::v1::PodReadinessGate;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
@@ -125,7 +126,12 @@ pub fn get_new_asts_from_gss(gss: &GameServerSet, asts: &mut AdvancedStatefulSet
             max_unavailable: ru.max_unavailable.clone(),
             pod_update_policy: ru.pod_update_policy.clone(),
             paused: ru.paused,
-            in_place_update_strategy: ru.in_place_update_strategy.clone(),
+            in_place_update_strategy: ru.in_place_update_strategy.as_ref().map(|s| {
+                AstsInPlaceUpdateStrategy {
+                    grace_period_seconds: s.grace_period_seconds,
+                    ..Default::default()
+                }
+            }),
             min_ready_seconds: ru.min_ready_seconds,
             unordered_update: Some(UnorderedUpdate {
                 priority_strategy: Some(UpdatePriorityStrategy {
