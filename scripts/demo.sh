@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The demo, on a fresh machine: installs Debian's packages, builds Kubernetes 1.20.2 (kube-apiserver, kubelet, scheduler, controller-manager) once (cached in
-# ~/.cache/hotsync), builds hotsync, and runs `hotsync demo`: a local cluster with the simulated OKG and
-# kubelet, a scratch repository, a sync, the sidecar bump v0.1 -> v0.2 picked up by the daemon, and the
-# status commit it wrote back.
+# The demo, on a fresh machine: installs Debian's packages, builds Kubernetes 1.20.2 (kube-apiserver,
+# kubelet, scheduler, controller-manager) once (cached in ~/.cache/hotsync), builds hotsync, and runs
+# `hotsync demo`: a local cluster with a real node (as root; otherwise a simulated kubelet, said in one
+# line) and OKG and Kruise simulated, a scratch repository, a sync, the sidecar bump v0.1 -> v0.2 picked
+# up by the daemon, the real kubectl before and after, and the status commit it wrote back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HOTSYNC_CACHE="${HOTSYNC_CACHE:-$HOME/.cache/hotsync}"

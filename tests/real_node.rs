@@ -555,3 +555,26 @@ async fn a_missing_image_is_found_missing_in_the_registry_before_any_restart() {
         .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));
     assert_eq!(report.sets[0].outcome, Outcome::Synced, "{report:#?}");
 }
+
+/// `hotsync demo` as root on this machine runs on the real node by default, and its story holds there:
+/// each sidecar restarted once, the engine's own log shows one start.
+#[tokio::test]
+async fn the_demo_runs_on_the_real_node_by_default() {
+    let (code, out) = crate::demo::run_demo(&[], std::time::Duration::from_secs(600)).await;
+    assert_eq!(code, 0, "hotsync demo failed:\n{out}");
+    assert!(
+        !out.contains("cannot start here"),
+        "the demo fell back to the simulated kubelet:\n{out}"
+    );
+    assert!(out.contains("a real node (kubelet, containerd"), "{out}");
+    crate::demo::assert_the_story(&out);
+    let log = crate::demo::kubectl_blocks(&out)
+        .into_iter()
+        .find(|b| b.command.starts_with("logs minecraft-0"))
+        .unwrap_or_else(|| panic!("the engine's log is shown:\n{out}"));
+    let starts = std::iter::once(&log.header)
+        .chain(&log.rows)
+        .filter(|l| l.join(" ").contains("started"))
+        .count();
+    assert_eq!(starts, 1, "the engine started once:\n{out}");
+}

@@ -3,6 +3,7 @@
 mod bad_input;
 mod crash_safety;
 mod daemon_run;
+mod demo;
 mod deploy_manifests;
 mod formatting_props;
 mod git_faults;

@@ -1,25 +1,33 @@
+use super::sim::NodeArg;
 use super::sync::render_text;
 use anyhow::Context as _;
 use clap::Args;
-use hotsync::model::{GameServer, GameServerSet, LABEL_OWNER_GSS};
+use hotsync::model::{GameServerSet, LABEL_OWNER_GSS};
 use hotsync::rollout::RolloutOptions;
 use hotsync::sync::SyncOptions;
-use hotsync_sim::{ClusterOptions, LocalCluster, SimConfig, Simulation};
+use hotsync_sim::{ClusterOptions, LocalCluster, NodeMode, SimConfig, Simulation};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::Api;
-use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-/// The whole story on a local cluster, in one command: a real kube-apiserver with a simulated OKG
-/// controller and kubelet, a scratch Git repository from examples-repo/, a sync, the seed's sidecar
-/// bump v0.1 → v0.2, and a second sync that restarts only the sidecars, in place.
+/// The whole story on a local cluster, in one command: a real kube-apiserver and, as root, a real node
+/// (kubelet on containerd, scheduler, controller-manager, a local registry), with OKG's and Kruise's
+/// controllers simulated from their source; a scratch Git repository from examples-repo/, a sync, the
+/// seed's sidecar bump v0.1 → v0.2 picked up by `hotsync run`, which restarts only the sidecars, in
+/// place, and the status it commits back.
 #[derive(Debug, Args)]
+#[command(after_help = "Exit codes: 0 the story ran, 1 a set failed, 2 error.")]
 pub struct DemoArgs {
     /// Keep the cluster running at the end (until Ctrl-C), for kubectl.
     #[arg(long)]
     pub keep: bool,
+    /// The node: `real` (fails when it cannot start) or `simulated` (a kubelet the simulation plays).
+    /// Default: the real node, or the simulated kubelet where the real one cannot start (not root, no
+    /// containerd), said in one line.
+    #[arg(long, value_enum)]
+    pub node: Option<NodeArg>,
 }
 
 /// The example repository, embedded so that the binary runs the demo from anywhere.
@@ -69,10 +77,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<i32> {
-    heading(
-        "Starting a local cluster: kube-apiserver 1.20.2 + etcd, with a simulated OKG and kubelet",
-    );
-    let cluster = LocalCluster::start(ClusterOptions::default()).await?;
+    let cluster = start_cluster(args.node).await?;
+    let real = cluster.node().is_some();
     let client = cluster.client().await?;
     let sim = Simulation::start(
         client.clone(),
@@ -80,11 +86,32 @@ async fn demo(args: DemoArgs) -> anyhow::Result<i32> {
             start_delay_ms: 300,
             ready_delay_ms: 500,
             restart_delay_ms: 400,
+            simulated_kubelet: !real,
             ..SimConfig::default()
         },
     )
     .await?;
+    let kubectl = Kubectl::new(cluster.kubeconfig());
+    // The seed's pods and game servers, by their owner label.
+    let owner = format!("{LABEL_OWNER_GSS}=minecraft");
     println!("kubeconfig: {}", cluster.kubeconfig().display());
+    // hotsync asks the registry the node pulls from whether each new image exists; the simulated
+    // kubelet has no registry, so there the check is off.
+    let image_check = match cluster.node() {
+        Some(node) => {
+            println!(
+                "node {} at {}; images are pulled from the local registry {} (as {})",
+                node.node_name,
+                node.node_ip,
+                node.registry,
+                node.registry_hosts.join(", ")
+            );
+            Some(hotsync::registry::Registries::new(
+                node.registry_mirrors().into_iter().collect(),
+            )?)
+        }
+        None => None,
+    };
 
     let scratch = tempfile::tempdir()?;
     let repo = scratch.path();
@@ -111,7 +138,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<i32> {
         fetch: Default::default(),
         rollout: RolloutOptions {
             wait: true,
-            wait_timeout: Duration::from_secs(120),
+            wait_timeout: Duration::from_secs(180),
+            image_check,
             ..RolloutOptions::default()
         },
         set_concurrency: 4,
@@ -126,8 +154,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<i32> {
     let report = hotsync::sync::sync(&client, &opts, None).await?;
     print!("{}", render_text(&report));
     hotsync::status::report::write(writer.clone(), &client, "local", &report).await?;
-    let before = tables(&client).await?;
-    print!("{before}");
+    kubectl.show(&["get", "gs", "-l", &owner]).await;
+    kubectl
+        .show(&["get", "pod", "-l", &owner, "-o", "wide"])
+        .await;
 
     heading("hotsync run: the daemon watches the repository");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -193,8 +223,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<i32> {
             break;
         }
         anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(120),
-            "the daemon did not finish the rollout in 2 minutes"
+            started.elapsed() < Duration::from_secs(180),
+            "the daemon did not finish the rollout in 3 minutes"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -206,9 +236,17 @@ async fn demo(args: DemoArgs) -> anyhow::Result<i32> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = stop_tx.send(true);
     daemon.await??;
-    let after = tables(&client).await?;
     heading("After: same pods, same age; RESTARTS 1 (the sidecar); the engine never stopped");
-    print!("{after}");
+    kubectl.show(&["get", "gs", "-l", &owner]).await;
+    kubectl
+        .show(&["get", "pod", "-l", &owner, "-o", "wide"])
+        .await;
+    if real {
+        // The engine's own log on the real node: it started once, before the bump.
+        kubectl
+            .show(&["logs", "minecraft-0", "-c", "minecraft"])
+            .await;
+    }
 
     heading("The status hotsync committed back to Git (branch hotsync-status)");
     print!(
@@ -220,7 +258,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<i32> {
                 "log",
                 "-1",
                 "-p",
-                "--format=commit %h%n%n    %s%n%n    %b",
+                "--format=commit %h%n%n    %s%n%n%w(0,4,4)%b",
                 "hotsync-status",
                 "--",
                 "status/local/default/minecraft.yaml"
@@ -242,110 +280,71 @@ async fn demo(args: DemoArgs) -> anyhow::Result<i32> {
     Ok(exit)
 }
 
-fn age(ts: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> String {
-    let Some(t) = ts else {
-        return "<unknown>".into();
+/// The cluster the demo runs on: the real node unless asked otherwise, the simulated kubelet where the
+/// real node cannot start and none was asked for.
+async fn start_cluster(node: Option<NodeArg>) -> anyhow::Result<LocalCluster> {
+    let start = |node: NodeMode| {
+        heading(match node {
+            NodeMode::Real => "Starting a local cluster: kube-apiserver 1.20.2 + etcd, a real node (kubelet, containerd, scheduler, controller-manager, registry), OKG and Kruise simulated",
+            NodeMode::Simulated => "Starting a local cluster: kube-apiserver 1.20.2 + etcd, a simulated kubelet, OKG and Kruise simulated",
+        });
+        LocalCluster::start(ClusterOptions {
+            node,
+            ..ClusterOptions::default()
+        })
     };
-    let secs = (k8s_openapi::jiff::Timestamp::now() - t.0)
-        .get_seconds()
-        .max(0);
-    if secs < 120 {
-        format!("{secs}s")
-    } else {
-        format!("{}m{}s", secs / 60, secs % 60)
+    match node {
+        Some(n) => Ok(start(n.into()).await?),
+        None => match start(NodeMode::Real).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                println!(
+                    "The real node cannot start here ({}); the demo uses the simulated kubelet instead.",
+                    anyhow::Error::new(e)
+                        .chain()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(": ")
+                );
+                Ok(start(NodeMode::Simulated).await?)
+            }
+        },
     }
 }
 
-/// `kubectl get gs` and `kubectl get pod` for the minecraft set, as kubectl prints them.
-async fn tables(client: &kube::Client) -> anyhow::Result<String> {
-    let lp = ListParams::default().labels(&format!("{LABEL_OWNER_GSS}=minecraft"));
-    let mut gss: Vec<GameServer> = Api::<GameServer>::namespaced(client.clone(), "default")
-        .list(&lp)
-        .await?
-        .items;
-    gss.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let mut s = String::new();
-    let _ = writeln!(s, "$ kubectl get gs");
-    let _ = writeln!(
-        s,
-        "{:<14}{:<10}{:<10}{:<5}{:<5}AGE",
-        "NAME", "STATE", "OPSSTATE", "DP", "UP"
-    );
-    for g in &gss {
-        let st = g.status.clone().unwrap_or_default();
-        let prio = |v: Option<&k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>| match v {
-            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i)) => {
-                i.to_string()
+/// The real kubectl, pointed at the demo's cluster; what it prints is shown as it prints it.
+struct Kubectl {
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Kubectl {
+    fn new(kubeconfig: &Path) -> Kubectl {
+        Kubectl {
+            kubeconfig: kubeconfig.to_path_buf(),
+        }
+    }
+
+    /// Prints `$ kubectl ARGS` and kubectl's output (or why it could not run: the story goes on).
+    async fn show(&self, args: &[&str]) {
+        println!("$ kubectl {}", args.join(" "));
+        let out = tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--namespace", "default"])
+            .args(args)
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(Duration::from_secs(30), out).await {
+            Ok(Ok(o)) => {
+                print!("{}", String::from_utf8_lossy(&o.stdout));
+                if !o.status.success() {
+                    print!("{}", String::from_utf8_lossy(&o.stderr));
+                }
             }
-            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s)) => s.clone(),
-            None => "0".into(),
-        };
-        let _ = writeln!(
-            s,
-            "{:<14}{:<10}{:<10}{:<5}{:<5}{}",
-            g.metadata.name.as_deref().unwrap_or_default(),
-            st.current_state.as_deref().unwrap_or(""),
-            g.spec.ops_state.as_deref().unwrap_or("None"),
-            prio(st.deletion_priority.as_ref()),
-            prio(st.update_priority.as_ref()),
-            age(g.metadata.creation_timestamp.as_ref())
-        );
+            Ok(Err(e)) => {
+                println!("(kubectl could not run: {e}; install kubectl to see the cluster)")
+            }
+            Err(_) => println!("(kubectl did not answer in 30 s)"),
+        }
     }
-    let mut pods: Vec<Pod> = Api::<Pod>::namespaced(client.clone(), "default")
-        .list(&lp)
-        .await?
-        .items;
-    pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let _ = writeln!(s, "$ kubectl get pod");
-    let _ = writeln!(
-        s,
-        "{:<14}{:<8}{:<10}{:<10}{:<8}IMAGES",
-        "NAME", "READY", "STATUS", "RESTARTS", "AGE"
-    );
-    for p in &pods {
-        let statuses = p
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.clone())
-            .unwrap_or_default();
-        let ready = statuses.iter().filter(|c| c.ready).count();
-        let restarts: i32 = statuses.iter().map(|c| c.restart_count).sum();
-        let images: Vec<String> = p
-            .spec
-            .as_ref()
-            .map(|sp| {
-                sp.containers
-                    .iter()
-                    .map(|c| {
-                        c.image
-                            .clone()
-                            .unwrap_or_default()
-                            .rsplit('/')
-                            .next()
-                            .unwrap_or_default()
-                            .to_string()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let _ = writeln!(
-            s,
-            "{:<14}{:<8}{:<10}{:<10}{:<8}{}",
-            p.metadata.name.as_deref().unwrap_or_default(),
-            format!(
-                "{ready}/{}",
-                statuses
-                    .len()
-                    .max(p.spec.as_ref().map(|s| s.containers.len()).unwrap_or(0))
-            ),
-            p.status
-                .as_ref()
-                .and_then(|s| s.phase.clone())
-                .unwrap_or_default(),
-            restarts,
-            age(p.metadata.creation_timestamp.as_ref()),
-            images.join(",")
-        );
-    }
-    Ok(s)
 }

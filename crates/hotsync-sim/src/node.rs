@@ -51,7 +51,21 @@ pub struct NodeEnv {
     pub pod_subnet: String,
     /// `127.0.0.1:port`: images pushed there can be pulled by the node.
     pub registry: String,
+    /// The registry hosts containerd resolves to [`NodeEnv::registry`] (docker.io for short names,
+    /// `registry.example.com`, `registry.cn-hangzhou.aliyuncs.com`): no pull leaves the machine.
+    pub registry_hosts: Vec<String>,
     pub containerd_sock: PathBuf,
+}
+
+impl NodeEnv {
+    /// Each mirrored registry host with the local registry's base URL, as `hotsync --registry-mirror`
+    /// takes them (`HOST=URL`), so that hotsync asks the registry the node pulls from.
+    pub fn registry_mirrors(&self) -> Vec<(String, String)> {
+        self.registry_hosts
+            .iter()
+            .map(|h| (h.clone(), format!("http://{}", self.registry)))
+            .collect()
+    }
 }
 
 /// Reads a shell-sourceable `export K=V` file.
@@ -64,8 +78,23 @@ pub(crate) fn read_exports(path: &Path) -> Result<BTreeMap<String, String>, Node
         .lines()
         .filter_map(|l| l.trim().strip_prefix("export "))
         .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches(['\'', '"']).to_string()))
+        .map(|(k, v)| (k.to_string(), unquote(v)))
         .collect())
+}
+
+/// A value as bash's `printf %q` or plain quotes wrote it: quotes trimmed, backslash escapes undone
+/// (`docker.io\ registry.example.com` is two words).
+fn unquote(v: &str) -> String {
+    let v = v.trim_matches(['\'', '"']);
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl NodeEnv {
@@ -83,6 +112,10 @@ impl NodeEnv {
             bridge: get("BRIDGE")?,
             pod_subnet: get("POD_SUBNET")?,
             registry: get("REGISTRY")?,
+            registry_hosts: get("REGISTRY_HOSTS")?
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
             containerd_sock: PathBuf::from(get("CONTAINERD_SOCK")?),
         })
     }
@@ -456,5 +489,19 @@ mod tests {
             })
             .collect();
         assert_eq!(entries, vec![("agent".to_string(), 0o755)]);
+    }
+
+    #[test]
+    fn an_env_file_written_with_printf_q_reads_back_word_for_word() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("env");
+        std::fs::write(
+            &path,
+            "# comment\nexport REGISTRY_HOSTS=docker.io\\ registry.example.com\nexport NODE_IP='10.213.0.1'\n",
+        )
+        .expect("write");
+        let vars = read_exports(&path).expect("read");
+        assert_eq!(vars["REGISTRY_HOSTS"], "docker.io registry.example.com");
+        assert_eq!(vars["NODE_IP"], "10.213.0.1");
     }
 }
