@@ -32,6 +32,9 @@ PACKAGES=(
   iproute2
   libc6-dev
   gcc
+  # the hotsync image of the deploy test: a bookworm rootfs, and objcopy to strip the binary
+  debootstrap
+  binutils
 )
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real Kubernetes node beside a cluster started by scripts/start-cluster.sh: Debian's containerd with
 # runc and the CNI plugins, kubelet, kube-scheduler and kube-controller-manager 1.20.2 (built by
-# scripts/build-kube.sh), and a local OCI registry (Debian's docker-registry) on loopback that every
+# scripts/build-kube.sh), and a local OCI registry (Debian's docker-registry) on the node's address that every
 # registry host our tests and examples name resolves to. See shared/REALNODE.md. Needs root.
 #
 # Usage:
@@ -151,7 +151,9 @@ touch "$NODE/created-cgroups"
 
 # ---- the registry ---------------------------------------------------------------------------------
 read -r REGISTRY_PORT KUBELET_PORT KUBELET_HEALTHZ_PORT < <(free_ports 3)
-REGISTRY="127.0.0.1:$REGISTRY_PORT"
+# On the node's address (the bridge's, the test bed's own): the host pushes there, containerd pulls from
+# there, and pods (hotsync's own, deployed by the tests) can ask it about images too.
+REGISTRY="$NODE_IP:$REGISTRY_PORT"
 mkdir -p "$NODE/registry/data"
 cat >"$NODE/registry/config.yml" <<EOF
 version: 0.1

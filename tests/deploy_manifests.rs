@@ -24,7 +24,7 @@ use std::time::Duration;
 /// The namespace `deploy/kustomization.yaml` installs into.
 const NAMESPACE: &str = "hotsync-system";
 
-fn deploy_dir() -> PathBuf {
+pub(crate) fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
 }
 
@@ -150,7 +150,7 @@ fn find<'a>(items: &'a [Value], kind: &str) -> &'a Value {
 }
 
 /// `path` relative to `from` (kustomize accepts only relative paths to a base).
-fn relative(path: &Path, from: &Path) -> PathBuf {
+pub(crate) fn relative(path: &Path, from: &Path) -> PathBuf {
     let path = path.canonicalize().unwrap_or_else(|e| panic!("{e}"));
     let from = from.canonicalize().unwrap_or_else(|e| panic!("{e}"));
     let a: Vec<Component> = path.components().collect();

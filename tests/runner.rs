@@ -5,6 +5,7 @@ mod crash_safety;
 mod daemon_run;
 mod demo;
 mod deploy_manifests;
+mod deploy_real;
 mod formatting_props;
 mod git_faults;
 mod gitrepo;

@@ -65,9 +65,13 @@ pub fn free_port() -> u16 {
 }
 
 fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    wait_for_addr("127.0.0.1", port, child, what)
+}
+
+fn wait_for_addr(host: &str, port: u16, child: &mut Child, what: &str) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(10) {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect((host, port)).is_ok() {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -91,7 +95,12 @@ impl GitDaemon {
 
     /// On a given port: to bring a remote back where it was after stopping it.
     pub fn start_on(remote: &BareRemote, port: u16) -> GitDaemon {
-        let base = remote.root.path();
+        Self::serve(remote.root.path(), "127.0.0.1", port)
+    }
+
+    /// Serving the bare `remote.git` under `base` on `host:port` (an address of this machine's own:
+    /// loopback, or the test bed's bridge for pods).
+    pub fn serve(base: &Path, host: &str, port: u16) -> GitDaemon {
         // The daemon binary itself, not `git daemon`: `git` would run it as a child of its own, and
         // killing `git` would leave the daemon (and every file descriptor it inherited) behind.
         let exec_path = Command::new("git")
@@ -106,17 +115,17 @@ impl GitDaemon {
             .arg("--export-all")
             .arg("--enable=receive-pack")
             .arg(format!("--base-path={}", base.display()))
-            .arg("--listen=127.0.0.1")
+            .arg(format!("--listen={host}"))
             .arg(format!("--port={port}"))
             .arg(base)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("git daemon");
-        wait_for_port(port, &mut child, "git daemon");
+        wait_for_addr(host, port, &mut child, "git daemon");
         GitDaemon {
             child,
-            url: format!("git://127.0.0.1:{port}/remote.git"),
+            url: format!("git://{host}:{port}/remote.git"),
         }
     }
 }

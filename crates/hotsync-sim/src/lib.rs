@@ -31,6 +31,7 @@ pub mod kruise;
 pub mod kubelet;
 pub mod names;
 pub mod node;
+pub mod oci;
 pub mod okg;
 mod pods;
 

@@ -49,7 +49,8 @@ pub struct NodeEnv {
     pub node_ip: String,
     pub bridge: String,
     pub pod_subnet: String,
-    /// `127.0.0.1:port`: images pushed there can be pulled by the node.
+    /// `NODE_IP:port` (the bridge's address): images pushed there can be pulled by the node, and pods
+    /// can reach it.
     pub registry: String,
     /// The registry hosts containerd resolves to [`NodeEnv::registry`] (docker.io for short names,
     /// `registry.example.com`, `registry.cn-hangzhou.aliyuncs.com`): no pull leaves the machine.
@@ -260,27 +261,16 @@ fn agent_binary(cache: &Path) -> Result<PathBuf, NodeError> {
 
 /// An uncompressed tar of one executable file at the root.
 fn layer(name: &str, data: &[u8]) -> Result<Vec<u8>, NodeError> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_ustar();
-    h.set_size(u64::try_from(data.len()).unwrap_or(0));
-    h.set_mode(0o755);
-    h.set_mtime(0);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_entry_type(tar::EntryType::Regular);
-    let io = |e: std::io::Error| NodeError::Command {
-        what: "building an image layer".into(),
-        output: e.to_string(),
-    };
-    b.append_data(&mut h, name, data).map_err(io)?;
-    b.into_inner().map_err(io)
+    let mut l = crate::oci::Layer::new();
+    l.file(name, data, 0o755)?;
+    l.finish()
 }
 
 fn digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
-/// A registry client for the loopback registry: monolithic blob uploads and manifest puts.
+/// A registry client for the test bed's registry: monolithic blob uploads and manifest puts.
 pub struct Registry {
     addr: String,
 }
@@ -384,13 +374,39 @@ impl Registry {
         file: (&str, &[u8]),
         entrypoint: Vec<String>,
     ) -> Result<String, NodeError> {
-        let l = layer(file.0, file.1)?;
-        let layer_digest = self.put_blob(repo, &l).await?;
+        let image = crate::oci::Image {
+            layers: vec![layer(file.0, file.1)?],
+            entrypoint,
+            env: vec!["PATH=/".into()],
+            user: String::new(),
+        };
+        self.push(repo, tags, &image).await
+    }
+
+    /// Pushes `image` under `repo:tags`; returns the manifest's digest.
+    pub async fn push(
+        &self,
+        repo: &str,
+        tags: &[&str],
+        image: &crate::oci::Image,
+    ) -> Result<String, NodeError> {
+        let mut layers = Vec::new();
+        for l in &image.layers {
+            layers.push((self.put_blob(repo, l).await?, l.len()));
+        }
+        let mut config = serde_json::json!({
+            "Entrypoint": image.entrypoint,
+            "Env": image.env,
+        });
+        if !image.user.is_empty() {
+            config["User"] = serde_json::json!(image.user);
+        }
+        // Uncompressed layers: each diff ID is the layer's digest.
         let config = serde_json::json!({
             "architecture": "amd64",
             "os": "linux",
-            "config": {"Entrypoint": entrypoint, "Env": ["PATH=/"]},
-            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|(d, _)| d).collect::<Vec<_>>()},
         })
         .to_string()
         .into_bytes();
@@ -399,7 +415,9 @@ impl Registry {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": l.len()}],
+            "layers": layers.iter().map(|(d, size)| serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": size,
+            })).collect::<Vec<_>>(),
         })
         .to_string()
         .into_bytes();
