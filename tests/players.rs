@@ -556,3 +556,91 @@ async fn a_daemon_killed_between_not_ready_and_its_patch_resumes_and_leaves_no_p
         assert_eq!(restarts(p, "minecraft"), 0);
     }
 }
+
+/// `hotsync plan --cluster` of the current Git against the cluster, as JSON, and its exit code.
+fn plan_cluster(env: &TestEnv, repo: &TempRepo, extra: &[&str]) -> (i32, serde_json::Value) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotsync"))
+        .args(["plan", "--cluster", "-o", "json", "--repo"])
+        .arg(repo.path())
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("hotsync plan: {e}"));
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "plan --cluster printed no JSON ({e}):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json)
+}
+
+/// Against the cluster, the plan names each pod that would restart in place, in the order the rollout
+/// takes them (highest ordinal first), with its container; the Allocated game server among them (players
+/// on it); and, with `--skip-allocated`, that same server as left alone. Nothing is written.
+#[tokio::test]
+async fn plan_against_the_cluster_names_the_pods_that_restart_and_the_players_on_them() {
+    let env = harness::env("plan cluster pods").await;
+    let mut repo = started(&env, 3, "", "").await;
+    set_ops_state(&env, "minecraft-1", "Allocated").await;
+    write(&env, &mut repo, 3, "v0.2", "", "");
+
+    let (code, plan) = plan_cluster(&env, &repo, &[]);
+    assert_eq!(code, 1, "changes: {plan:#}");
+    assert_eq!(plan["base"]["rev"], "cluster");
+    let set = &plan["sets"][0];
+    assert_eq!(set["impact"], "HotUpdate", "{plan:#}");
+    assert_eq!(
+        set["pods"]["inPlace"],
+        json!([
+            {"pod": "minecraft-2", "containers": ["sidecar"]},
+            {"pod": "minecraft-1", "containers": ["sidecar"]},
+            {"pod": "minecraft-0", "containers": ["sidecar"]},
+        ])
+    );
+    assert_eq!(set["pods"]["allocated"], json!(["minecraft-1"]));
+
+    let (_, plan) = plan_cluster(&env, &repo, &["--skip-allocated"]);
+    let pods = &plan["sets"][0]["pods"];
+    assert_eq!(
+        pods["inPlace"]
+            .as_array()
+            .map(|a| a.iter().map(|p| p["pod"].clone()).collect::<Vec<_>>()),
+        Some(vec![json!("minecraft-2"), json!("minecraft-0")])
+    );
+    assert_eq!(pods["held"][0]["pod"], "minecraft-1");
+    assert_eq!(pods["allocated"], json!([]));
+
+    // A plan writes nothing: every pod still runs v0.1.
+    for p in env.pods("minecraft").await {
+        assert_eq!(
+            hotsync::live::spec_image(&p, "sidecar"),
+            Some(sidecar("v0.1").as_str())
+        );
+    }
+}
+
+/// A change OKG recreates pods for (an env edit) is planned as recreating every pod, the Allocated game
+/// server among them: Kruise's recreate does not look at opsState.
+#[tokio::test]
+async fn plan_against_the_cluster_shows_an_allocated_server_among_recreated_pods() {
+    let env = harness::env("plan cluster recreate").await;
+    let mut repo = started(&env, 2, "", "").await;
+    set_ops_state(&env, "minecraft-0", "Allocated").await;
+    let mut m = harness::seed_manifest(&env.namespace, 2, "v0.1", "");
+    m.push_str("          env:\n            - name: MODE\n              value: hard\n");
+    repo.write("sets/minecraft.yaml", &m);
+    repo.commit_all("sidecar env");
+
+    let (code, plan) = plan_cluster(&env, &repo, &["--skip-allocated"]);
+    assert_eq!(code, 1, "{plan:#}");
+    let set = &plan["sets"][0];
+    assert_eq!(set["impact"], "Recreate", "{plan:#}");
+    assert_eq!(
+        set["pods"]["recreated"],
+        json!(["minecraft-1", "minecraft-0"])
+    );
+    assert_eq!(set["pods"]["allocated"], json!(["minecraft-0"]));
+}

@@ -472,11 +472,19 @@ async fn the_daemon_killed_mid_rollout_on_real_pods_finishes_with_one_restart_ea
             Duration::from_secs(180),
             || async {
                 let pods = env.pods("minecraft").await;
+                // What the kubelet reports, not the spec: right after a patch the pod's Ready condition
+                // is the kubelet's last word, from before it saw the new image.
                 let done = pods.len() == 3
                     && pods.iter().all(|p| {
                         hotsync::live::is_ready(p)
-                            && hotsync::live::spec_image(p, "sidecar")
-                                == Some(sidecar("v0.2").as_str())
+                            && hotsync::live::container_status(p, "sidecar").is_some_and(|c| {
+                                c.ready
+                                    && hotsync::images::reports(
+                                        &c.image,
+                                        &c.image_id,
+                                        &sidecar("v0.2"),
+                                    )
+                            })
                     });
                 if done {
                     Ok(pods)

@@ -1,13 +1,16 @@
-use super::{Output, SourceArgs};
+use super::{KubeArgs, Output, SourceArgs};
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use hotsync::diff::Impact;
 use std::io::IsTerminal as _;
 
-/// Review a change: the semantic diff of the GameServerSets between two revisions.
+/// Review a change: the semantic diff of the GameServerSets between two revisions, or between the
+/// cluster and a revision (`--cluster`).
 ///
 /// For each set: hot update (containers restart in place), recreate (pods deleted, players
-/// disconnected), scale, config change, create or delete; which containers; what is risky.
+/// disconnected), scale, config change, create or delete; which containers; what is risky. Against the
+/// cluster, also which pods restart in place and in which order, which are recreated, which game
+/// servers among them are Allocated (players on them), and which are left alone.
 ///
 /// Exit codes: 0 no change, 1 changes, 2 invalid input or error, 3 a --fail-on class is present.
 #[derive(Debug, Args)]
@@ -18,8 +21,21 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub source: SourceArgs,
     /// The revision to compare from. Default: the merge base of --head and origin/main.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cluster")]
     pub base: Option<String>,
+    /// Compare from what the cluster runs instead of a base revision (reads the cluster, writes
+    /// nothing).
+    #[arg(long)]
+    pub cluster: bool,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// With --cluster: game servers whose opsState is one of these are shown left alone, as `sync`
+    /// would defer them (comma-separated).
+    #[arg(long, value_delimiter = ',', requires = "cluster")]
+    pub skip_ops_state: Vec<String>,
+    /// With --cluster: Allocated game servers are shown left alone, as `sync --skip-allocated` would.
+    #[arg(long, requires = "cluster")]
+    pub skip_allocated: bool,
     /// The revision to compare to.
     #[arg(long, default_value = "HEAD")]
     pub head: String,
@@ -58,6 +74,30 @@ impl FailOn {
 pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
     let repo = args.source.open()?;
     let head = hotsync::review::revision(&repo, &args.head)?;
+    if args.cluster {
+        let manifests = hotsync::review::manifests_at(
+            &repo,
+            &head,
+            &args.source.path,
+            &args.source.load_options(),
+        )?;
+        drop(repo);
+        let opts = hotsync::rollout::RolloutOptions {
+            skip_ops_states: args.skip_ops_state.clone(),
+            skip_allocated: args.skip_allocated,
+            ..Default::default()
+        };
+        let runtime =
+            tokio::runtime::Runtime::new().context("could not start the async runtime")?;
+        let plan = runtime.block_on(async {
+            let client = args.kube.client().await?;
+            anyhow::Ok(
+                hotsync::rollout::preview::plan_cluster(&client, head, &manifests, &opts, 8)
+                    .await?,
+            )
+        })?;
+        return Ok(print(&plan, &args));
+    }
     let base = match &args.base {
         Some(b) => hotsync::review::revision(&repo, b)?,
         None => hotsync::review::default_base(&repo, &head).context(
@@ -71,13 +111,18 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
         &args.source.path,
         &args.source.load_options(),
     )?;
+    Ok(print(&plan, &args))
+}
+
+/// Prints the plan in the asked format; returns the exit code.
+fn print(plan: &hotsync::plan::Plan, args: &PlanArgs) -> i32 {
     let out = match args.output {
         Output::Json => plan.to_json(),
         Output::Markdown => plan.to_markdown(),
         Output::Text => plan.to_text(std::io::stdout().is_terminal()),
     };
     println!("{}", out.trim_end());
-    Ok(exit_code(&plan, &args.fail_on))
+    exit_code(plan, &args.fail_on)
 }
 
 /// 2 on errors, 3 when a --fail-on impact is present, 1 on changes, 0 otherwise.

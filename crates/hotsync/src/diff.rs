@@ -102,6 +102,38 @@ pub struct SetDiff {
     /// (Kruise's `InPlaceUpdateEnvFromMetadata`); an engine among them is a player impact.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub env_restarts: Vec<String>,
+    /// What the change does to each pod of the live set: only in a plan against the cluster
+    /// (`hotsync plan --cluster`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pods: Option<PodImpact>,
+}
+
+/// What a change does to the pods of a live set, now.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodImpact {
+    /// Pods whose containers hotsync restarts in place, in the order it takes them.
+    pub in_place: Vec<PodRestart>,
+    /// Pods OKG deletes and creates again, in Kruise's order.
+    pub recreated: Vec<String>,
+    /// Among those, the game servers that are `Allocated`: players are on them.
+    pub allocated: Vec<String>,
+    /// Pods left alone, and why (partition, a deferring opsState).
+    pub held: Vec<HeldPod>,
+}
+
+/// One pod restarted in place, and the containers that restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PodRestart {
+    pub pod: String,
+    pub containers: Vec<String>,
+}
+
+/// One pod left alone, and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HeldPod {
+    pub pod: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -485,6 +517,7 @@ pub fn diff_sets(base: Option<&GameServerSet>, head: Option<&GameServerSet>) -> 
         replicas,
         pod_update_policy: policy,
         env_restarts: Vec::new(),
+        pods: None,
     };
     if let (Some(b), Some(h)) = (base, head) {
         if in_place && matches!(d.impact, Impact::HotUpdate) {

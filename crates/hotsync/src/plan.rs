@@ -1,7 +1,7 @@
 //! The Plan: what would change, per set, between two revisions (or a revision and the cluster), and its
 //! renderings as text for terminals, markdown for pull-request comments and JSON for machines. Pure: no I/O.
 
-use crate::diff::{diff_sets, Class, Impact, SetDiff};
+use crate::diff::{diff_sets, Class, Impact, PodImpact, SetDiff};
 use crate::manifest::{DesiredSet, Diagnostic, SetKey, Severity};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -186,6 +186,12 @@ impl Plan {
                 let _ = writeln!(s, "> {w}");
                 let _ = writeln!(s);
             }
+            if let Some(p) = &d.pods {
+                for line in pod_lines(p) {
+                    let _ = writeln!(s, "- {line}");
+                }
+                let _ = writeln!(s);
+            }
             if !d.changes.is_empty() {
                 let _ = writeln!(s, "| Field | From | To | Class |");
                 let _ = writeln!(s, "| --- | --- | --- | --- |");
@@ -271,6 +277,11 @@ impl Plan {
             for w in &d.warnings {
                 let _ = writeln!(s, "  warning: {w}");
             }
+            if let Some(p) = &d.pods {
+                for line in pod_lines(p) {
+                    let _ = writeln!(s, "  {line}");
+                }
+            }
         }
         for w in &self.warnings {
             let _ = writeln!(s, "warning: {}: {}", location(w), w.message);
@@ -315,7 +326,60 @@ fn image_change(from: Option<&str>, to: Option<&str>) -> String {
     }
 }
 
+/// What a plan against the cluster says of the pods, one line per kind.
+fn pod_lines(p: &PodImpact) -> Vec<String> {
+    let mut out = Vec::new();
+    if !p.in_place.is_empty() {
+        let pods: Vec<String> = p
+            .in_place
+            .iter()
+            .map(|r| format!("{} ({})", r.pod, r.containers.join(", ")))
+            .collect();
+        out.push(format!(
+            "{} pod(s) restart in place, in this order: {}",
+            p.in_place.len(),
+            pods.join(", ")
+        ));
+    }
+    if !p.recreated.is_empty() {
+        out.push(format!(
+            "{} pod(s) recreated by OKG: {}",
+            p.recreated.len(),
+            p.recreated.join(", ")
+        ));
+    }
+    if !p.allocated.is_empty() {
+        out.push(format!(
+            "{} Allocated game server(s) among them, players on them: {}",
+            p.allocated.len(),
+            p.allocated.join(", ")
+        ));
+    }
+    for h in &p.held {
+        out.push(format!("{} left alone: {}", h.pod, h.reason));
+    }
+    out
+}
+
 fn pods_cell(d: &SetDiff) -> String {
+    if let Some(p) = &d.pods {
+        let mut parts = Vec::new();
+        if !p.in_place.is_empty() {
+            parts.push(format!("{} restart in place", p.in_place.len()));
+        }
+        if !p.recreated.is_empty() {
+            parts.push(format!("{} recreated", p.recreated.len()));
+        }
+        if !p.allocated.is_empty() {
+            parts.push(format!("{} Allocated", p.allocated.len()));
+        }
+        if !p.held.is_empty() {
+            parts.push(format!("{} left alone", p.held.len()));
+        }
+        if !parts.is_empty() {
+            return parts.join(", ");
+        }
+    }
     match (d.impact, d.replicas.from, d.replicas.to) {
         (Impact::HotUpdate, _, Some(n)) => format!("{n} restart in place"),
         (Impact::Recreate, _, Some(n)) => format!("{n} recreated"),
@@ -364,4 +428,72 @@ fn md_value(v: Option<&serde_json::Value>) -> String {
         t
     };
     format!("`{t}`")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::{HeldPod, PodRestart};
+
+    fn planned() -> Plan {
+        let mut d = diff_sets(None, None);
+        d.namespace = "games".into();
+        d.name = "arena".into();
+        d.impact = Impact::HotUpdate;
+        d.pods = Some(PodImpact {
+            in_place: vec![
+                PodRestart {
+                    pod: "arena-1".into(),
+                    containers: vec!["agent".into()],
+                },
+                PodRestart {
+                    pod: "arena-0".into(),
+                    containers: vec!["agent".into()],
+                },
+            ],
+            recreated: vec![],
+            allocated: vec!["arena-0".into()],
+            held: vec![HeldPod {
+                pod: "arena-2".into(),
+                reason: "opsState Allocated: updated once it changes".into(),
+            }],
+        });
+        Plan {
+            base: Revision {
+                rev: "cluster".into(),
+                commit: None,
+            },
+            head: Revision {
+                rev: "HEAD".into(),
+                commit: None,
+            },
+            sets: vec![d],
+            ..Plan::default()
+        }
+    }
+
+    #[test]
+    fn a_plan_against_the_cluster_lists_the_pods_in_order_and_the_players_on_them() {
+        let text = planned().to_text(false);
+        assert!(text.starts_with("Plan cluster → HEAD"), "{text}");
+        assert!(
+            text.contains(
+                "  2 pod(s) restart in place, in this order: arena-1 (agent), arena-0 (agent)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  1 Allocated game server(s) among them, players on them: arena-0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  arena-2 left alone: opsState Allocated"),
+            "{text}"
+        );
+        let md = planned().to_markdown();
+        assert!(
+            md.contains("| 2 restart in place, 1 Allocated, 1 left alone |"),
+            "{md}"
+        );
+    }
 }

@@ -58,6 +58,19 @@ fn oid(repo: &Repo, r: &Revision) -> Result<git2::Oid, SourceError> {
     }
 }
 
+/// Every set under `dir` at `rev` (for a plan against the cluster, which compares all of them).
+///
+/// # Errors
+/// When the commit, path or a blob cannot be read; manifest errors are in the result.
+pub fn manifests_at(
+    repo: &Repo,
+    rev: &Revision,
+    dir: &str,
+    opts: &LoadOptions,
+) -> Result<crate::manifest::Manifests, SourceError> {
+    repo.load_at(oid(repo, rev)?, dir, opts)
+}
+
 /// Resolves a revision as the user named it into a [`Revision`] with its commit.
 ///
 /// # Errors

@@ -146,7 +146,8 @@ fn git_target(want: &GameServerSet) -> Target {
     }
 }
 
-/// What a sync would do to each pod, without doing it.
+/// What a sync would do to each pod, without doing it: the pods to update in the order it takes them,
+/// then the pods it leaves alone.
 pub fn dry_run(live: &LiveSet, want: &GameServerSet, opts: &RolloutOptions) -> Vec<PodResult> {
     let t = git_target(want);
     let behind: Vec<Pod> = live
@@ -175,8 +176,14 @@ pub fn dry_run(live: &LiveSet, want: &GameServerSet, opts: &RolloutOptions) -> V
             message: None,
         })
         .collect();
-    out.extend(p.held.iter().map(|(name, why)| held_result(name, why)));
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    // The pods to update in the order the rollout takes them; then those left alone, by name.
+    let mut held: Vec<PodResult> = p
+        .held
+        .iter()
+        .map(|(name, why)| held_result(name, why))
+        .collect();
+    held.sort_by(|a, b| a.name.cmp(&b.name));
+    out.extend(held);
     out
 }
 

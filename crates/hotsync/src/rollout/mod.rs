@@ -11,6 +11,7 @@
 
 pub mod exec;
 pub mod plan;
+pub mod preview;
 
 use crate::diff::{diff_sets, Class, Impact};
 use crate::live::{self, ClusterError};
