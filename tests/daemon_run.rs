@@ -633,3 +633,122 @@ async fn of_two_daemons_one_leads_and_the_other_finishes_the_rollout_when_it_is_
     })
     .await;
 }
+
+/// The daemon's sync of a new commit is incremental: a set whose manifest did not change and that
+/// nobody edited since it was synced is not read or written again (it keeps the revision it was synced
+/// at), the changed set is synced, and a set edited by hand in the cluster is put back, whether or not
+/// Git changed it.
+#[tokio::test]
+async fn a_new_commit_syncs_only_the_sets_it_changed_or_someone_edited() {
+    let env = harness::env("daemon incremental").await;
+    let set = |name: &str, replicas: i32| {
+        harness::seed_manifest(&env.namespace, replicas, "v0.1", "")
+            .replace("name: minecraft", &format!("name: {name}"))
+    };
+    let mut repo = TempRepo::new();
+    for name in ["alpha", "beta", "gamma"] {
+        repo.write(&format!("{name}.yaml"), &set(name, 1));
+    }
+    let first = repo.commit_all("three sets").to_string();
+    git(repo.path(), &["branch", "-M", "main"]);
+    let cfg = config(
+        &repo.path().display().to_string(),
+        &repo.path().join(".cache"),
+        harness::loopback(),
+    );
+    let daemon = Daemon::start(&env, cfg).await;
+    let revision = |g: &GameServerSet| {
+        g.annotations()
+            .get(hotsync::rollout::ANNOTATION_REVISION)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let sets = || async {
+        let mut out = std::collections::BTreeMap::new();
+        for name in ["alpha", "beta", "gamma"] {
+            if let Some(g) = env
+                .api::<GameServerSet>()
+                .get_opt(name)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                out.insert(name, (revision(&g), g.pod_update_policy().to_string()));
+            }
+        }
+        Ok::<_, String>(out)
+    };
+    env.eventually("the three sets at the first commit", CONVERGE, || async {
+        let s = sets().await?;
+        if s.len() == 3 && s.values().all(|(r, _)| *r == first) {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+    .await;
+    // Once every pod is ready the sets are Synced and no longer requeued; then edit gamma by hand and
+    // change beta in Git.
+    env.eventually("a ready pod in each set", CONVERGE, || async {
+        let mut ready = 0;
+        for name in ["alpha", "beta", "gamma"] {
+            ready += env
+                .pods(name)
+                .await
+                .iter()
+                .filter(|p| hotsync::live::is_ready(p))
+                .count();
+        }
+        if ready == 3 {
+            Ok(())
+        } else {
+            Err(format!("{ready} ready"))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.api::<GameServerSet>()
+        .patch(
+            "gamma",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"updateStrategy": {"rollingUpdate": {"podUpdatePolicy": "InPlaceOnly"}}}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Synced sets are not looked at again until Git changes: the edit stays for now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let g = env
+        .api::<GameServerSet>()
+        .get("gamma")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        g.pod_update_policy(),
+        "InPlaceOnly",
+        "no sync without a trigger"
+    );
+    repo.write("beta.yaml", &set("beta", 2));
+    let second = repo.commit_all("beta to 2").to_string();
+    let seen = env
+        .eventually(
+            "beta and the edited gamma synced at the second commit",
+            CONVERGE,
+            || async {
+                let s = sets().await?;
+                if s.get("beta").is_some_and(|(r, _)| *r == second)
+                    && s.get("gamma")
+                        .is_some_and(|(r, p)| *r == second && p == "InPlaceIfPossible")
+                {
+                    Ok(s)
+                } else {
+                    Err(format!("{s:?}"))
+                }
+            },
+        )
+        .await;
+    assert_eq!(
+        seen.get("alpha").map(|(r, _)| r.as_str()),
+        Some(first.as_str()),
+        "alpha, unchanged and unedited, was not synced again: {seen:?}"
+    );
+    daemon.shutdown().await;
+}

@@ -229,8 +229,8 @@ async fn load(opts: &SyncOptions, previous: Option<Oid>) -> hotsync::sync::Desir
     hotsync::sync::load_target(
         opts,
         &SyncTarget {
-            revision: None,
             previous,
+            ..Default::default()
         },
     )
     .await

@@ -222,7 +222,7 @@ pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
         let overall = args.rollout.timeout + Duration::from_secs(30);
         let target = hotsync::sync::SyncTarget {
             revision: args.revision.clone(),
-            previous: None,
+            ..Default::default()
         };
         let report = tokio::time::timeout(
             overall,

@@ -71,6 +71,14 @@ impl DesiredSet {
     pub fn key(&self) -> SetKey {
         SetKey::of(&self.gss)
     }
+
+    /// sha256 of the object as Git declares it: two commits that declare the set alike (wherever its
+    /// file, whatever its formatting) give the same fingerprint.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let bytes = serde_json::to_vec(&self.gss).unwrap_or_default();
+        hex::encode(sha2::Sha256::digest(bytes))
+    }
 }
 
 /// The identity of a set: namespace and name.

@@ -5,6 +5,7 @@
 //! and never stops the others.
 
 use crate::live::{self, ClusterError};
+use crate::manifest::SetKey;
 use crate::manifest::{LoadOptions, Severity};
 use crate::plan::Located;
 use crate::rollout::{self, Outcome, ProgressTx, RolloutOptions, SetOutcome};
@@ -12,6 +13,7 @@ use crate::source::{CommitInfo, FetchOptions, Repo, SourceError};
 use futures::StreamExt as _;
 use kube::Client;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Where to read Git from, and how to roll out.
@@ -41,6 +43,20 @@ pub struct SyncTarget {
     /// force-pushed: the report says so. `None`: the commit the cache clone's remote-tracking branch
     /// held before this fetch, when there is one.
     pub previous: Option<git2::Oid>,
+    /// Sync only these sets (the daemon's requeue and drift); `None`: every set.
+    pub only: Option<std::collections::BTreeSet<SetKey>>,
+    /// Sets known to be in step, by what they were synced at: a set whose manifest and live
+    /// generation both still match is not read from the cluster again (the daemon's incremental sync).
+    pub in_step: std::sync::Arc<BTreeMap<SetKey, InStep>>,
+    /// The live `metadata.generation` of each set, as the daemon's watch shows it.
+    pub generations: std::sync::Arc<BTreeMap<SetKey, i64>>,
+}
+
+/// What a set was synced at: its manifest's fingerprint and the generation its sync ended with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InStep {
+    pub fingerprint: String,
+    pub generation: i64,
 }
 
 /// The commit a sync reads and the manifests in it.
@@ -85,6 +101,13 @@ pub struct SyncReport {
     /// descend from it, and hotsync followed the new head.
     #[serde(rename = "forcePushedFrom", skip_serializing_if = "Option::is_none")]
     pub force_pushed_from: Option<String>,
+    /// Sets of the commit not synced this time: in step since their last sync (see
+    /// [`SyncTarget::in_step`]), or not among [`SyncTarget::only`].
+    #[serde(skip)]
+    pub skipped: Vec<SetKey>,
+    /// The fingerprint of each synced set's manifest.
+    #[serde(skip)]
+    pub fingerprints: BTreeMap<SetKey, String>,
 }
 
 impl SyncReport {
@@ -272,6 +295,8 @@ pub async fn sync_target(
             sets: Vec::new(),
             errors,
             force_pushed_from,
+            skipped: Vec::new(),
+            fingerprints: BTreeMap::new(),
         });
     }
     let first_ns = manifests
@@ -283,7 +308,33 @@ pub async fn sync_target(
     let mut rollout_opts = opts.rollout.clone();
     rollout_opts.source_commit = Some(source.sha.clone());
     let rollout_opts = &rollout_opts;
-    let mut sets: Vec<SetOutcome> = futures::stream::iter(manifests.sets)
+    let mut skipped = Vec::new();
+    let mut fingerprints = BTreeMap::new();
+    let mut todo = Vec::new();
+    for desired in manifests.sets {
+        let key = desired.key();
+        if target
+            .only
+            .as_ref()
+            .is_some_and(|only| !only.contains(&key))
+        {
+            skipped.push(key);
+            continue;
+        }
+        let fingerprint = desired.fingerprint();
+        // Sets named by `only` are synced whatever they were synced at (drift heals them).
+        let in_step = target.only.is_none()
+            && target.in_step.get(&key).is_some_and(|s| {
+                s.fingerprint == fingerprint && target.generations.get(&key) == Some(&s.generation)
+            });
+        if in_step {
+            skipped.push(key);
+            continue;
+        }
+        fingerprints.insert(key, fingerprint);
+        todo.push(desired);
+    }
+    let mut sets: Vec<SetOutcome> = futures::stream::iter(todo)
         .map(|desired| async move {
             match rollout::sync_set(client, &desired, rollout_opts, progress).await {
                 Ok(o) => o,
@@ -304,6 +355,7 @@ pub async fn sync_target(
                         target_images: desired.gss.container_images(),
                         judge_drift: false,
                         writes: Default::default(),
+                        generation: None,
                     }
                 }
             }
@@ -317,6 +369,8 @@ pub async fn sync_target(
         sets,
         errors,
         force_pushed_from,
+        skipped,
+        fingerprints,
     })
 }
 

@@ -18,7 +18,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq as _;
-use tokio::sync::Notify;
 
 /// What the endpoints share with the daemon.
 pub struct Shared {
@@ -26,8 +25,8 @@ pub struct Shared {
     pub registry: Registry,
     /// Ready once the first sync finished (or the cluster and the repository were reachable).
     pub ready: AtomicBool,
-    /// Wakes the sync loop; several wakes while it runs coalesce into one follow-up.
-    pub trigger: Arc<Notify>,
+    /// The sync loop's triggers; several while it runs coalesce into one follow-up.
+    pub triggers: super::trigger::Sender,
     pub webhook_secret: Option<String>,
     /// The tracked branch: pushes to other branches are ignored.
     pub branch: String,
@@ -38,7 +37,7 @@ impl Shared {
     pub fn new(
         metrics: Metrics,
         registry: Registry,
-        trigger: Arc<Notify>,
+        triggers: super::trigger::Sender,
         webhook_secret: Option<String>,
         branch: String,
     ) -> Shared {
@@ -46,7 +45,7 @@ impl Shared {
             metrics,
             registry,
             ready: AtomicBool::new(false),
-            trigger,
+            triggers,
             webhook_secret,
             branch,
             seen: Mutex::new(VecDeque::new()),
@@ -185,7 +184,7 @@ async fn webhook(
                 }
                 _ => {
                     count("triggered");
-                    s.trigger.notify_one();
+                    let _ = s.triggers.send(super::trigger::Trigger::Webhook);
                     (StatusCode::ACCEPTED, "sync triggered\n")
                 }
             }

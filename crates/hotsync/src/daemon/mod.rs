@@ -1,27 +1,40 @@
 //! `hotsync run`: the daemon that keeps a cluster in step with Git.
 //!
-//! Triggers (a poll interval, the webhook, a watch of a local repository, drift) wake one sync loop;
-//! triggers that arrive during a sync coalesce into one follow-up. A poll that finds the branch's tip
-//! unchanged costs one ref negotiation: no fetch, no diff. Only the replica holding the Lease syncs.
-//! Every task's handle is kept: a task that dies stops the daemon with its error.
+//! Its tasks send typed triggers ([`trigger::Trigger`]: the webhook, a watch of a local repository,
+//! drift) on one channel to one sync loop, which adds its own (the poll, requeues, retries, leadership)
+//! and takes every trigger waiting at once into one wake-up. A poll that finds the branch's tip unchanged
+//! costs one ref negotiation: no fetch, no diff. A new commit syncs incrementally: a set whose manifest and
+//! live generation are both as they were when it was last synced is not read again. A sync answers with
+//! what comes next ([`trigger::Next`]): only the sets still rolling out, deferred or failed are looked at
+//! again, each on its own timer. Only the replica holding the Lease syncs. Every task's handle is kept:
+//! a task that dies stops the daemon with its error.
+//!
+//! Data: Git through [`crate::source`] and [`crate::sync`]; the cluster through the rollout; a metadata
+//! watch of the GameServerSets (their generations) and drift's watch of the pods; out go the cluster's
+//! writes, status commits, Events, metrics and logs.
 
 pub mod drift;
 pub mod http;
 pub mod lease;
 pub mod metrics;
+pub mod trigger;
 
 use crate::live::ClusterError;
+use crate::manifest::SetKey;
 use crate::rollout::{Outcome, Progress};
 use crate::source::{Repo, SourceError};
-use crate::sync::{SyncOptions, SyncReport};
+use crate::sync::{InStep, SyncOptions, SyncReport};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource as _};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
+use trigger::{Next, Trigger, Wake};
 
 /// Everything `hotsync run` needs.
 #[derive(Clone, Debug)]
@@ -92,11 +105,11 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
-    let trigger = Arc::new(Notify::new());
+    let (triggers, trigger_rx) = tokio::sync::mpsc::unbounded_channel::<Trigger>();
     let shared = Arc::new(http::Shared::new(
         metrics,
         registry,
-        trigger.clone(),
+        triggers.clone(),
         cfg.webhook_secret.clone(),
         cfg.branch.clone(),
     ));
@@ -119,8 +132,10 @@ pub async fn run(
         },
     );
     let busy = Arc::new(AtomicBool::new(false));
-    let force = Arc::new(AtomicBool::new(false));
     let desired: drift::Desired = Default::default();
+    let drifted: drift::Drifted = Default::default();
+    // Bumped after each sync: what drift judges against changed.
+    let (desired_changed, desired_rx) = watch::channel(0u64);
     let (leading_tx, leading) = watch::channel(cfg.lease.is_none());
     let mut tasks: JoinSet<(&'static str, Result<(), DaemonError>)> = JoinSet::new();
 
@@ -158,7 +173,7 @@ pub async fn run(
     // A local repository's files.
     let _watcher = if cfg.watch_local && !crate::source::is_remote(&cfg.sync.repo) {
         // An optimisation over the poll, never a reason to stop: without it, the poll finds the change.
-        match watch_local(&cfg.sync.repo, trigger.clone()) {
+        match watch_local(&cfg.sync.repo, triggers.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(error = %crate::sync::error_chain(&e), interval = ?cfg.interval, "not watching the repository's files; the poll picks changes up");
@@ -170,21 +185,47 @@ pub async fn run(
     };
     // Drift.
     {
-        let (client, desired, shared, busy, force) = (
-            client.clone(),
-            desired.clone(),
-            shared.clone(),
-            busy.clone(),
-            force.clone(),
-        );
-        let (recorder, heal, mut stop) = (recorder.clone(), cfg.self_heal, shutdown.clone());
+        let d = drift::Drift {
+            client: client.clone(),
+            desired: desired.clone(),
+            changed: desired_rx,
+            shared: shared.clone(),
+            recorder: recorder.clone(),
+            busy: busy.clone(),
+            triggers: triggers.clone(),
+            self_heal: cfg.self_heal,
+            drifted_sets: drifted.clone(),
+        };
+        let mut stop = shutdown.clone();
         tasks.spawn(async move {
             tokio::select! {
-                _ = drift::run(client, desired, shared, recorder, busy, force, heal) => ("drift", Err(DaemonError::TaskDied { task: "drift watch" })),
+                _ = d.run() => ("drift", Err(DaemonError::TaskDied { task: "drift watch" })),
                 _ = stopped(&mut stop) => ("drift", Ok(())),
             }
         });
     }
+    // The generations of the sets, for the incremental sync: a metadata watch (no specs held).
+    let generations = {
+        let (store, writer) = kube::runtime::reflector::store();
+        let api: Api<kube::core::PartialObjectMeta<crate::model::GameServerSet>> =
+            Api::all(client.clone());
+        let mut stop = shutdown.clone();
+        tasks.spawn(async move {
+            use futures::StreamExt as _;
+            use kube::runtime::WatchStreamExt as _;
+            let stream = kube::runtime::reflector::reflector(
+                writer,
+                kube::runtime::watcher(api, kube::runtime::watcher::Config::default())
+                    .backoff(crate::live::WatchBackoff::default()),
+            );
+            let mut stream = std::pin::pin!(stream);
+            tokio::select! {
+                _ = async { while stream.next().await.is_some() {} } => ("set watch", Err(DaemonError::TaskDied { task: "set watch" })),
+                _ = stopped(&mut stop) => ("set watch", Ok(())),
+            }
+        });
+        store
+    };
     // The sync loop.
     {
         let looper = SyncLoop {
@@ -193,8 +234,10 @@ pub async fn run(
             shared: shared.clone(),
             recorder,
             busy,
-            force,
             desired,
+            desired_changed,
+            drifted,
+            generations,
             leading,
             shutdown: shutdown.clone(),
             last_tip: None,
@@ -202,8 +245,13 @@ pub async fn run(
             failures: 0,
             poll_failures: 0,
             previous: None,
+            in_step: BTreeMap::new(),
+            requeue: BTreeMap::new(),
+            set_failures: BTreeMap::new(),
+            retry_at: None,
+            _triggers: triggers,
         };
-        tasks.spawn(async move { ("sync", looper.run(trigger).await) });
+        tasks.spawn(async move { ("sync", looper.run(trigger_rx).await) });
     }
 
     let mut result = Ok(());
@@ -241,7 +289,7 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 /// only cost watches and permission errors.
 fn watch_local(
     repo: &str,
-    trigger: Arc<Notify>,
+    triggers: trigger::Sender,
 ) -> Result<notify::RecommendedWatcher, DaemonError> {
     use notify::Watcher as _;
     let path = std::path::Path::new(repo);
@@ -252,7 +300,7 @@ fn watch_local(
     };
     let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if ev.is_ok_and(|e| !e.kind.is_access()) {
-            trigger.notify_one();
+            let _ = triggers.send(Trigger::LocalWatch);
         }
     })
     .map_err(|source| DaemonError::Watch {
@@ -277,21 +325,44 @@ struct SyncLoop {
     shared: Arc<http::Shared>,
     recorder: Recorder,
     busy: Arc<AtomicBool>,
-    force: Arc<AtomicBool>,
     desired: drift::Desired,
+    desired_changed: watch::Sender<u64>,
+    /// The sets whose pods drifted: out of step, whatever they were synced at.
+    drifted: drift::Drifted,
+    /// The sets' metadata as the watch shows it (for their generations).
+    generations:
+        kube::runtime::reflector::Store<kube::core::PartialObjectMeta<crate::model::GameServerSet>>,
     leading: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
-    /// The tip last synced to completion: a poll that finds it again does nothing.
+    /// The tip last synced: a poll that finds it again does nothing.
     last_tip: Option<git2::Oid>,
     /// The tip whose sync failed last, retried only once the backoff has passed.
     failed_tip: Option<git2::Oid>,
-    /// Consecutive failed syncs, for backoff.
+    /// Consecutive syncs that could not read Git or the cluster, for backoff.
     failures: u32,
     /// Consecutive polls that could not reach the repository, for the poll's backoff.
     poll_failures: u32,
     /// The commit of the last sync that applied Git to the cluster: a new commit that does not descend
     /// from it means the branch was force-pushed.
     previous: Option<git2::Oid>,
+    /// Sets synced to completion, by what they were synced at.
+    in_step: BTreeMap<SetKey, InStep>,
+    /// When each set not finished is looked at again.
+    requeue: BTreeMap<SetKey, Instant>,
+    /// Consecutive failed rollouts of each set, for its backoff.
+    set_failures: BTreeMap<SetKey, u32>,
+    /// When a failed sync is tried again.
+    retry_at: Option<Instant>,
+    /// Keeps the channel open while the loop runs, whatever the other senders do.
+    _triggers: trigger::Sender,
+}
+
+/// The wait before retrying after `failures` consecutive failures: the interval doubled per failure
+/// (up to 32 times), at most ten minutes.
+fn failure_backoff(interval: Duration, failures: u32) -> Duration {
+    interval
+        .saturating_mul(2u32.saturating_pow(failures.min(5)))
+        .min(Duration::from_secs(600))
 }
 
 /// The longest wait between two polls of a repository that cannot be reached.
@@ -311,84 +382,140 @@ pub fn poll_backoff(interval: Duration, failures: u32) -> Duration {
 }
 
 impl SyncLoop {
-    async fn run(mut self, trigger: Arc<Notify>) -> Result<(), DaemonError> {
-        let mut next_retry = tokio::time::Instant::now();
-        let mut next_poll = tokio::time::Instant::now();
+    async fn run(mut self, mut triggers: trigger::Receiver) -> Result<(), DaemonError> {
+        let mut next_poll = Instant::now();
         self.previous = self.cached_tip().await;
+        let far = || Instant::now() + Duration::from_secs(86_400);
         loop {
-            tokio::select! {
-                _ = trigger.notified() => {}
-                _ = tokio::time::sleep_until(next_poll) => {}
-                _ = self.leading.changed() => {}
+            let requeue_at = self.requeue.values().min().copied();
+            let first = tokio::select! {
+                t = triggers.recv() => match t {
+                    Some(t) => t,
+                    None => return Err(DaemonError::TaskDied { task: "trigger channel" }),
+                },
+                _ = tokio::time::sleep_until(next_poll) => Trigger::Poll,
+                _ = tokio::time::sleep_until(requeue_at.unwrap_or_else(far)), if requeue_at.is_some() => {
+                    let now = Instant::now();
+                    let due: BTreeSet<SetKey> = self
+                        .requeue
+                        .iter()
+                        .filter(|(_, at)| **at <= now)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in &due {
+                        self.requeue.remove(k);
+                    }
+                    Trigger::Requeue(due)
+                }
+                _ = tokio::time::sleep_until(self.retry_at.unwrap_or_else(far)), if self.retry_at.is_some() => {
+                    self.retry_at = None;
+                    Trigger::Retry
+                }
+                changed = self.leading.changed() => {
+                    if changed.is_err() {
+                        return Err(DaemonError::TaskDied { task: "lease" });
+                    }
+                    Trigger::Leadership(*self.leading.borrow())
+                }
                 _ = stopped(&mut self.shutdown) => return Ok(()),
+            };
+            let mut wake = Wake::default();
+            wake.add(first);
+            while let Ok(t) = triggers.try_recv() {
+                wake.add(t);
             }
-            self.attempt(&mut next_retry).await;
-            next_poll =
-                tokio::time::Instant::now() + poll_backoff(self.cfg.interval, self.poll_failures);
+            tracing::debug!(reasons = ?wake.reasons, sets = wake.sets.len(), "sync loop woke");
+            let polled = wake.check_tip;
+            for next in self.attempt(wake).await {
+                self.schedule(next);
+            }
+            if polled {
+                next_poll = Instant::now() + poll_backoff(self.cfg.interval, self.poll_failures);
+            }
         }
     }
 
-    /// One wake-up of the loop: ask for the tip, and sync when it moved (or a sync is due).
-    async fn attempt(&mut self, next_retry: &mut tokio::time::Instant) {
+    /// Turns what a sync asked for into the loop's timers.
+    fn schedule(&mut self, next: Next) {
+        match next {
+            Next::Requeue { sets, after } => {
+                let at = Instant::now() + after;
+                for k in sets {
+                    let e = self.requeue.entry(k).or_insert(at);
+                    *e = (*e).min(at);
+                }
+            }
+            Next::Backoff { after } => {
+                let at = Instant::now() + after;
+                self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
+            }
+        }
+    }
+
+    /// One wake-up of the loop: ask for the tip when a trigger wants it, and sync what is due: every set
+    /// of a new commit (incrementally), or only the sets named (requeued, drifted).
+    async fn attempt(&mut self, wake: Wake) -> Vec<Next> {
         let leading = *self.leading.borrow();
         self.shared.metrics.leader.set(i64::from(leading));
         if !leading {
             // A follower is ready once it can reach the cluster; it writes nothing.
             self.shared.ready.store(true, Ordering::SeqCst);
-            // Another replica leads meanwhile: what this one knew of the branch is stale.
+            // Another replica leads meanwhile: what this one knew of the branch and the sets is stale.
             self.last_tip = None;
             self.failed_tip = None;
             self.failures = 0;
             self.previous = None;
-            return;
+            self.in_step.clear();
+            self.requeue.clear();
+            self.set_failures.clear();
+            self.retry_at = None;
+            return Vec::new();
         }
-        let tip = match self.tip().await {
-            Ok(t) => {
-                self.reachable();
-                t
+        let mut full = None;
+        if wake.check_tip {
+            let tip = match self.tip().await {
+                Ok(t) => {
+                    self.reachable();
+                    t
+                }
+                Err(e) => {
+                    self.unreachable(&e);
+                    // The named sets wait for the repository too.
+                    return vec![Next::Requeue {
+                        sets: wake.sets,
+                        after: poll_backoff(self.cfg.interval, self.poll_failures),
+                    }];
+                }
+            };
+            let waiting_out_backoff = self.failures > 0 && tip == self.failed_tip && !wake.retry;
+            if tip.is_some() && tip == self.last_tip || waiting_out_backoff {
+                self.shared
+                    .metrics
+                    .polls
+                    .get_or_create(&metrics::ResultLabel {
+                        result: "unchanged",
+                    })
+                    .inc();
+            } else {
+                self.shared
+                    .metrics
+                    .polls
+                    .get_or_create(&metrics::ResultLabel { result: "changed" })
+                    .inc();
+                full = Some(tip);
             }
-            Err(e) => {
-                self.unreachable(&e);
-                return;
+        }
+        match full {
+            Some(tip) => {
+                tracing::info!(reasons = ?wake.reasons, "syncing the branch's tip");
+                self.sync_once(None, tip).await
             }
-        };
-        let forced = self.force.swap(false, Ordering::SeqCst);
-        if !forced && tip.is_some() && tip == self.last_tip {
-            self.shared
-                .metrics
-                .polls
-                .get_or_create(&metrics::ResultLabel {
-                    result: "unchanged",
-                })
-                .inc();
-            return;
-        }
-        if !forced
-            && self.failures > 0
-            && tokio::time::Instant::now() < *next_retry
-            && tip == self.failed_tip
-        {
-            // The same commit failed a moment ago: wait out the backoff (a new commit syncs at once).
-            return;
-        }
-        self.shared
-            .metrics
-            .polls
-            .get_or_create(&metrics::ResultLabel { result: "changed" })
-            .inc();
-        let ok = self.sync_once().await;
-        if ok {
-            self.failures = 0;
-            self.last_tip = tip;
-        } else {
-            self.failures += 1;
-            let backoff = self
-                .cfg
-                .interval
-                .saturating_mul(2u32.saturating_pow(self.failures.min(5)));
-            *next_retry = tokio::time::Instant::now() + backoff.min(Duration::from_secs(600));
-            self.last_tip = None;
-            self.failed_tip = tip;
+            None if !wake.sets.is_empty() => {
+                tracing::info!(reasons = ?wake.reasons, sets = ?wake.sets.iter().map(ToString::to_string).collect::<Vec<_>>(), "syncing sets again");
+                let tip = self.last_tip;
+                self.sync_once(Some(wake.sets), tip).await
+            }
+            None => Vec::new(),
         }
     }
 
@@ -504,8 +631,13 @@ impl SyncLoop {
         })
     }
 
-    /// One sync with events and metrics; false when it should be retried.
-    async fn sync_once(&mut self) -> bool {
+    /// One sync with events and metrics: of every set at `tip` (`only` None), or of the `only` sets.
+    /// Returns what is due next.
+    async fn sync_once(
+        &mut self,
+        only: Option<BTreeSet<SetKey>>,
+        tip: Option<git2::Oid>,
+    ) -> Vec<Next> {
         self.busy.store(true, Ordering::SeqCst);
         let started = std::time::Instant::now();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
@@ -521,10 +653,36 @@ impl SyncLoop {
                 }
             })
         };
+        let full = only.is_none();
+        for k in self
+            .drifted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            self.in_step.remove(k);
+        }
+        let generations: BTreeMap<SetKey, i64> = self
+            .generations
+            .state()
+            .iter()
+            .filter_map(|m| {
+                Some((
+                    SetKey {
+                        namespace: m.metadata.namespace.clone()?,
+                        name: m.metadata.name.clone()?,
+                    },
+                    m.metadata.generation?,
+                ))
+            })
+            .collect();
         let result = {
             let target = crate::sync::SyncTarget {
                 revision: None,
                 previous: self.previous,
+                only: only.clone(),
+                in_step: Arc::new(self.in_step.clone()),
+                generations: Arc::new(generations),
             };
             let fut = crate::sync::sync_target(&self.client, &self.cfg.sync, &target, Some(&tx));
             tokio::pin!(fut);
@@ -549,11 +707,12 @@ impl SyncLoop {
                     result: "interrupted",
                 })
                 .inc();
-            return false;
+            return Vec::new();
         };
         match result {
             Ok(report) => {
-                self.record(&report);
+                self.record(&report, full);
+                self.desired_changed.send_modify(|v| *v = v.wrapping_add(1));
                 // The commit was read, whatever its manifests say: a force-push is told once.
                 if let Ok(sha) = git2::Oid::from_str(&report.source.sha) {
                     self.previous = Some(sha);
@@ -570,8 +729,8 @@ impl SyncLoop {
                     .await;
                 }
                 if let Some(sink) = &self.cfg.status {
-                    // Written after every sync that ran; the writer commits only when a file changed,
-                    // that is on a change of phase or of a pod's state.
+                    // Written after every sync that ran, for the sets it synced; the writer commits only
+                    // when a file changed, that is on a change of phase or of a pod's state.
                     match crate::status::report::write(
                         sink.writer.clone(),
                         &self.client,
@@ -592,27 +751,13 @@ impl SyncLoop {
                         }
                     }
                 }
-                // Retry (with backoff) only what a retry can mend: a failed or timed-out rollout. OKG's own
-                // rollouts in progress, refusals and manifest errors wait for the next commit.
-                let ok = !report
-                    .sets
-                    .iter()
-                    .any(|s| matches!(s.outcome, Outcome::Failed | Outcome::TimedOut));
-                if ok
-                    && report.sets.iter().any(|s| {
-                        matches!(
-                            s.outcome,
-                            Outcome::Progressing | Outcome::Deferred | Outcome::Degraded
-                        )
-                    })
-                {
-                    // OKG is still rolling a set out, or game servers are deferred: look again at the next
-                    // poll (no backoff), so that its status turns Synced once the pods are ready and each
-                    // deferred game server is updated as soon as its opsState allows.
-                    self.force.store(true, Ordering::SeqCst);
-                }
                 self.shared.ready.store(true, Ordering::SeqCst);
-                ok
+                if full {
+                    self.failures = 0;
+                    self.failed_tip = None;
+                    self.last_tip = tip;
+                }
+                self.next_for(&report)
             }
             Err(e) => {
                 m.syncs
@@ -624,12 +769,88 @@ impl SyncLoop {
                     })
                     .inc();
                 tracing::error!(category = e.category(), error = %crate::sync::error_chain(&e), "sync failed");
-                false
+                self.failures += 1;
+                let after = failure_backoff(self.cfg.interval, self.failures);
+                let mut next = vec![Next::Backoff { after }];
+                if full {
+                    self.failed_tip = tip;
+                    self.last_tip = None;
+                } else if let Some(sets) = only {
+                    next.push(Next::Requeue { sets, after });
+                }
+                next
             }
         }
     }
 
-    fn record(&self, report: &SyncReport) {
+    /// What the sets of a report ask for next, and what is in step now. Sets OKG still rolls out and
+    /// sets with deferred game servers are looked at again after the poll interval (no backoff), so that
+    /// their status turns Synced once the pods are ready and each deferred game server is updated as
+    /// soon as its opsState allows; a failed or timed-out rollout is retried with a backoff of its own;
+    /// refusals and manifest errors wait for the next commit.
+    fn next_for(&mut self, report: &SyncReport) -> Vec<Next> {
+        let mut soon = BTreeSet::new();
+        let mut retry: BTreeMap<Duration, BTreeSet<SetKey>> = BTreeMap::new();
+        for s in &report.sets {
+            let key = SetKey {
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+            };
+            self.requeue.remove(&key);
+            match s.outcome {
+                Outcome::Synced => {
+                    self.set_failures.remove(&key);
+                    match (report.fingerprints.get(&key), s.generation) {
+                        (Some(fingerprint), Some(generation)) => {
+                            self.in_step.insert(
+                                key,
+                                InStep {
+                                    fingerprint: fingerprint.clone(),
+                                    generation,
+                                },
+                            );
+                        }
+                        _ => {
+                            self.in_step.remove(&key);
+                        }
+                    }
+                }
+                Outcome::Progressing | Outcome::Deferred | Outcome::Degraded => {
+                    self.set_failures.remove(&key);
+                    self.in_step.remove(&key);
+                    soon.insert(key);
+                }
+                Outcome::Failed | Outcome::TimedOut => {
+                    self.in_step.remove(&key);
+                    let n = self.set_failures.entry(key.clone()).or_insert(0);
+                    *n += 1;
+                    retry
+                        .entry(failure_backoff(self.cfg.interval, *n))
+                        .or_default()
+                        .insert(key);
+                }
+                Outcome::Refused | Outcome::Paused | Outcome::DryRun => {
+                    self.set_failures.remove(&key);
+                    self.in_step.remove(&key);
+                }
+            }
+        }
+        let mut next = Vec::new();
+        if !soon.is_empty() {
+            next.push(Next::Requeue {
+                sets: soon,
+                after: self.cfg.interval,
+            });
+        }
+        next.extend(
+            retry
+                .into_iter()
+                .map(|(after, sets)| Next::Requeue { sets, after }),
+        );
+        next
+    }
+
+    fn record(&self, report: &SyncReport, full: bool) {
         let m = &self.shared.metrics;
         let result = match report.exit_code() {
             0 => "ok",
@@ -646,16 +867,30 @@ impl SyncLoop {
         }
         if report.errors.is_empty() {
             // Drift is judged against what Git wants now, for sets that are not partitioned or paused.
+            // Sets this sync skipped keep what they had; a full sync forgets sets gone from Git.
             let mut want = self.desired.lock().unwrap_or_else(|e| e.into_inner());
-            want.clear();
-            for s in report.sets.iter().filter(|s| s.judge_drift) {
-                want.insert(
-                    crate::manifest::SetKey {
+            if full {
+                let present: BTreeSet<SetKey> = report
+                    .skipped
+                    .iter()
+                    .cloned()
+                    .chain(report.sets.iter().map(|s| SetKey {
                         namespace: s.namespace.clone(),
                         name: s.name.clone(),
-                    },
-                    s.target_images.clone(),
-                );
+                    }))
+                    .collect();
+                want.retain(|k, _| present.contains(k));
+            }
+            for s in &report.sets {
+                let key = SetKey {
+                    namespace: s.namespace.clone(),
+                    name: s.name.clone(),
+                };
+                if s.judge_drift {
+                    want.insert(key, s.target_images.clone());
+                } else {
+                    want.remove(&key);
+                }
             }
         }
         for s in &report.sets {

@@ -185,6 +185,10 @@ pub struct SetOutcome {
     pub judge_drift: bool,
     /// The writes this set's sync made, by result.
     pub writes: exec::WriteCounts,
+    /// The set's `metadata.generation` when its sync ended (after hotsync's last write to it): the
+    /// daemon skips a set whose Git and generation are both unchanged since it was synced.
+    #[serde(skip)]
+    pub generation: Option<i64>,
 }
 
 /// Progress of a rollout, for a terminal or a log.
@@ -205,11 +209,24 @@ pub(crate) struct Ctx<'a> {
     ns: String,
     name: String,
     writer: exec::Writer,
+    /// The set's `metadata.generation` as the last read or write of it showed (-1: none yet).
+    generation: std::sync::atomic::AtomicI64,
 }
 
 impl Ctx<'_> {
     pub(crate) fn key(&self) -> String {
         format!("{}/{}", self.ns, self.name)
+    }
+
+    fn saw(&self, gss: Option<&GameServerSet>) {
+        if let Some(g) = gss.and_then(|g| g.metadata.generation) {
+            self.generation
+                .store(g, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn generation(&self) -> Option<i64> {
+        Some(self.generation.load(std::sync::atomic::Ordering::SeqCst)).filter(|g| *g >= 0)
     }
 
     pub(crate) fn emit(&self, p: Progress) {
@@ -238,8 +255,17 @@ pub async fn sync_set(
         ns: key.namespace.clone(),
         name: key.name.clone(),
         writer: exec::Writer::new(opts.write_timeout),
+        generation: std::sync::atomic::AtomicI64::new(-1),
     };
+    let mut out = sync_set_in(&ctx, desired).await?;
+    out.generation = ctx.generation();
+    Ok(out)
+}
+
+async fn sync_set_in(ctx: &Ctx<'_>, desired: &DesiredSet) -> Result<SetOutcome, ClusterError> {
+    let (client, opts) = (ctx.client, ctx.opts);
     let live = live::read(client, &ctx.ns, &ctx.name).await?;
+    ctx.saw(live.gss.as_ref());
     let mut want = desired.gss.clone();
     let omit_replicas = replicas_owned_elsewhere(live.gss.as_ref());
     if omit_replicas {
@@ -263,6 +289,7 @@ pub async fn sync_set(
             target_images: want.container_images(),
             judge_drift: false,
             writes: Default::default(),
+            generation: None,
         });
     }
     let mut out = SetOutcome {
@@ -276,6 +303,7 @@ pub async fn sync_set(
         target_images: want.container_images(),
         judge_drift: false,
         writes: Default::default(),
+        generation: None,
     };
     out.warnings.extend(live::image_overrides(&live));
     let in_place = policy_is_in_place(Some(want.pod_update_policy()));
@@ -298,7 +326,7 @@ pub async fn sync_set(
         return Ok(out);
     }
     if let Some(registries) = &opts.image_check {
-        if let Some(why) = missing_image(&ctx, registries, live.gss.as_ref(), &want).await? {
+        if let Some(why) = missing_image(ctx, registries, live.gss.as_ref(), &want).await? {
             out.outcome = Outcome::Failed;
             out.message = Some(format!("{why}; nothing of this set was applied"));
             return Ok(out);
@@ -306,7 +334,7 @@ pub async fn sync_set(
     }
     let on_delete = crate::diff::on_delete(&want);
     if opts.dry_run {
-        apply(&ctx, &want, None, omit_replicas, true).await?;
+        apply(ctx, &want, None, omit_replicas, true).await?;
         out.outcome = Outcome::DryRun;
         if in_place && !on_delete && live.gss.is_some() {
             out.pods = exec::dry_run(&live, &want, opts);
@@ -329,11 +357,11 @@ pub async fn sync_set(
         && diff.impact != Impact::Recreate
         && (diff.impact == Impact::HotUpdate || pods_behind || held);
     if hot {
-        exec::hot_update(&ctx, &want, &live, omit_replicas, &mut out).await?;
+        exec::hot_update(ctx, &want, &live, omit_replicas, &mut out).await?;
         out.writes = ctx.writer.counts();
         return Ok(out);
     }
-    apply(&ctx, &want, None, omit_replicas, false).await?;
+    apply(ctx, &want, None, omit_replicas, false).await?;
     if git_paused && matches!(diff.impact, Impact::HotUpdate | Impact::Recreate) {
         out.outcome = Outcome::Paused;
         out.message = Some(
@@ -343,7 +371,7 @@ pub async fn sync_set(
         return Ok(out);
     }
     out.outcome = if opts.wait {
-        match wait_okg_rollout(&ctx, &want).await {
+        match wait_okg_rollout(ctx, &want).await {
             Ok(()) => Outcome::Synced,
             Err(ClusterError::Timeout { what, seconds }) => {
                 out.message = Some(format!("timed out after {seconds}s waiting for {what}"));
@@ -351,7 +379,7 @@ pub async fn sync_set(
             }
             Err(e) => return Err(e),
         }
-    } else if okg_rollout_done(&ctx, &want).await? {
+    } else if okg_rollout_done(ctx, &want).await? {
         Outcome::Synced
     } else {
         Outcome::Progressing
@@ -495,11 +523,15 @@ pub(crate) async fn apply_with(
         pp = pp.dry_run();
     }
     let api = Api::<GameServerSet>::namespaced(ctx.client.clone(), &ctx.ns);
-    ctx.writer
+    let applied = ctx
+        .writer
         .run("apply", format!("gameserverset {}", ctx.key()), async {
             api.patch(&ctx.name, &pp, &Patch::Apply(&obj)).await
         })
         .await?;
+    if !dry_run {
+        ctx.saw(Some(&applied));
+    }
     Ok(())
 }
 
