@@ -78,24 +78,29 @@ impl SourceArgs {
         self.fetch_depth.filter(|d| *d > 0)
     }
 
-    pub fn open(&self) -> anyhow::Result<hotsync::source::Repo> {
+    /// How to fetch the repository: this depth, these credentials. The one place fetch options are
+    /// made.
+    pub fn fetch_options(&self, auth: hotsync::git::auth::GitAuth) -> hotsync::git::FetchOptions {
+        hotsync::git::FetchOptions {
+            depth: self.depth(),
+            auth,
+        }
+    }
+
+    pub fn open(&self) -> anyhow::Result<hotsync::git::Repo> {
         // plan and validate take no credentials of their own: the ssh-agent, when there is one.
         let auth = if std::env::var_os("SSH_AUTH_SOCK").is_some() {
-            hotsync::status::GitAuth::SshAgent {
+            hotsync::git::auth::GitAuth::SshAgent {
                 known_hosts: None,
                 accept_unknown_hosts: false,
             }
         } else {
-            hotsync::status::GitAuth::None
+            hotsync::git::auth::GitAuth::None
         };
-        let fetch = hotsync::source::FetchOptions {
-            depth: self.depth(),
-            auth,
-        };
-        Ok(hotsync::source::Repo::open_or_clone(
+        Ok(hotsync::git::Repo::open_or_clone(
             &self.repo,
             &self.cache_root(),
-            &fetch,
+            &self.fetch_options(auth),
         )?)
     }
 }

@@ -98,11 +98,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut rollout = args.rollout.clone();
     // The daemon never blocks on OKG's own rollouts: it reports them as progressing and looks again.
     rollout.wait = false;
-    let mut sync = sync_options(&args.source, Some(args.branch.clone()), &rollout)?;
-    sync.fetch = hotsync::source::FetchOptions {
-        depth: args.source.depth(),
-        ..args.auth.fetch_options()?
-    };
+    let sync = sync_options(
+        &args.source,
+        Some(args.branch.clone()),
+        &rollout,
+        &args.auth,
+    )?;
     let status = args
         .status
         .writer(

@@ -66,14 +66,6 @@ impl GitAuthArgs {
         }
         Ok(GitAuth::None)
     }
-
-    /// The same credentials for fetching manifests.
-    pub fn fetch_options(&self) -> anyhow::Result<hotsync::source::FetchOptions> {
-        Ok(hotsync::source::FetchOptions {
-            auth: self.auth()?,
-            ..Default::default()
-        })
-    }
 }
 
 /// Where the outcome is written back.

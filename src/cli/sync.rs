@@ -172,10 +172,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// The one settings value of a sync (`sync` and `run`), built and validated once from the arguments.
 pub fn sync_options(
     source: &SourceArgs,
     branch: Option<String>,
     rollout: &RolloutArgs,
+    auth: &super::status::GitAuthArgs,
 ) -> anyhow::Result<SyncOptions> {
     Ok(SyncOptions {
         repo: source.repo.clone(),
@@ -183,10 +185,7 @@ pub fn sync_options(
         path: source.path.clone(),
         load: source.load_options(),
         cache_dir: source.cache_root(),
-        fetch: hotsync::source::FetchOptions {
-            depth: source.depth(),
-            ..Default::default()
-        },
+        fetch: source.fetch_options(auth.auth()?),
         rollout: rollout.options()?,
         set_concurrency: 4,
     })
@@ -196,11 +195,7 @@ pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let client = args.kube.client().await?;
-        let mut opts = sync_options(&args.source, args.branch.clone(), &args.rollout)?;
-        opts.fetch = hotsync::source::FetchOptions {
-            depth: args.source.depth(),
-            ..args.auth.fetch_options()?
-        };
+        let opts = sync_options(&args.source, args.branch.clone(), &args.rollout, &args.auth)?;
         let tracked = args.branch.clone().unwrap_or_else(|| "main".to_string());
         let writer = if args.rollout.dry_run {
             None

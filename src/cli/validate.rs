@@ -24,7 +24,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<i32> {
     } else {
         let repo = args.source.open()?;
         let commit = repo.resolve(&args.rev)?;
-        repo.load_at(commit, &args.source.path, &opts)?
+        hotsync::source::load_at(&repo, commit, &args.source.path, &opts)?
     };
     for d in &manifests.diagnostics {
         eprintln!("{d}");

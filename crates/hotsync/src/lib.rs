@@ -5,6 +5,8 @@
 pub mod daemon;
 /// Semantic diff of two sets and the classification of each change.
 pub mod diff;
+/// Every use of libgit2: repositories, fetches, credentials, known_hosts, redaction, trailers, pushes.
+pub mod git;
 /// Container image references as kubelets report them.
 pub mod images;
 /// The live side of a set: its objects in the cluster and what a pod shows.
@@ -17,11 +19,13 @@ pub mod model;
 pub mod plan;
 /// Whether image references exist in their registries.
 pub mod registry;
+/// The render step between files read from Git and manifests parsed.
+pub mod render;
 /// Load two revisions and plan the change between them.
 pub mod review;
 /// Executes a set's plan against the cluster: apply, pod patches in waves, waits.
 pub mod rollout;
-/// The Git side: repositories, revisions, manifest files at a commit.
+/// From Git to desired sets: read, render, parse.
 pub mod source;
 /// Rollout status written back to Git: one YAML file per set, committed and pushed to a status branch.
 pub mod status;
@@ -29,3 +33,15 @@ pub mod status;
 pub mod sync;
 /// What OKG builds from a set for Kruise: the template, the in-place hook, Kruise's in-place rule.
 pub mod workload;
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -24,9 +24,9 @@ pub fn plan_between(
     let changed = repo.changed_files(base_oid, head_oid, dir)?;
     let old_files: Vec<_> = changed.iter().filter_map(|c| c.old.clone()).collect();
     let new_files: Vec<_> = changed.iter().filter_map(|c| c.new.clone()).collect();
-    let mut old = repo.load_files(&old_files, opts)?;
+    let mut old = crate::source::load_files(repo, &old_files, opts)?;
     old.finish();
-    let mut new = repo.load_files(&new_files, opts)?;
+    let mut new = crate::source::load_files(repo, &new_files, opts)?;
     new.finish();
     // A set whose file failed to parse on one side must not show up as created or deleted: drop the
     // other side of every set defined in a file with errors, and let the errors speak.
@@ -68,7 +68,7 @@ pub fn manifests_at(
     dir: &str,
     opts: &LoadOptions,
 ) -> Result<crate::manifest::Manifests, SourceError> {
-    repo.load_at(oid(repo, rev)?, dir, opts)
+    crate::source::load_at(repo, oid(repo, rev)?, dir, opts)
 }
 
 /// Resolves a revision as the user named it into a [`Revision`] with its commit.

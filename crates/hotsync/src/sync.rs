@@ -165,7 +165,7 @@ pub async fn load_target(opts: &SyncOptions, target: &SyncTarget) -> Result<Desi
                     .skip_own_commits(repo.resolve(&branch_rev)?, remote.then_some(&opts.fetch))?,
             };
             let source = repo.commit_info(commit)?;
-            let manifests = repo.load_at(commit, &opts.path, &opts.load)?;
+            let manifests = crate::source::load_at(repo, commit, &opts.path, &opts.load)?;
             // A pinned revision follows no branch: there is nothing to have been force-pushed.
             let previous = target
                 .revision
@@ -374,14 +374,4 @@ pub async fn sync_target(
     })
 }
 
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use crate::error_chain;

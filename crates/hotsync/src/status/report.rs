@@ -110,8 +110,8 @@ pub async fn write(
     tokio::task::spawn_blocking(move || writer.write(&statuses, &source))
         .await
         .unwrap_or_else(|e| {
-            Err(StatusError::Config {
+            Err(StatusError::Git(super::PublishError::Config {
                 reason: format!("the status writer stopped: {e}"),
-            })
+            }))
         })
 }

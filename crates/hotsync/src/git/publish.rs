@@ -1,5 +1,6 @@
-//! The status commit: fetch the status branch, write the changed status files on its tip in one commit,
-//! push without force, and on rejection do it again on the new tip, with exponential backoff.
+//! Publishing files to a branch (the status commit): fetch the branch, write the changed files on its
+//! tip in one commit, push without force, and on rejection do it again on the new tip, with exponential
+//! backoff.
 //!
 //! "Rebase" here is re-creating our commit: the writer touches only its own status files, so building a
 //! new tree from the new tip plus those files is exactly a rebase of the one commit, and it always
@@ -7,22 +8,101 @@
 //! are what make it safe against other writers; nothing is ever forced.
 
 use super::auth::{self, GitAuth, RemoteUrl, Scheme, Session};
-use super::render::SetStatus;
-use super::{GitError, Redactor, StatusError};
+use super::known_hosts::HostKeyProblem;
+use super::redact::{GitError, Redactor};
 use git2::{Oid, Repository};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// The trailer that marks hotsync's own commits; its value is the source commit the status describes.
-pub const SOURCE_TRAILER: &str = "Hotsync-Source";
-
 /// The local ref our pending commit is pushed from.
 const PENDING_REF: &str = "refs/hotsync/status-pending";
+
+/// What can go wrong while publishing files to a branch. Each variant names the remote (credentials
+/// removed), branch or path; the cause, already stripped of secrets, is the `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("invalid status configuration: {reason}")]
+    Config { reason: String },
+    #[error("cannot prepare the status work directory {path}")]
+    WorkDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot use the local status repository {path}")]
+    LocalRepo {
+        path: PathBuf,
+        #[source]
+        source: GitError,
+    },
+    #[error("cannot write the status commit for {what}")]
+    Commit {
+        what: String,
+        #[source]
+        source: GitError,
+    },
+    #[error("authentication to {url} failed: check the token or SSH key (not retried)")]
+    Auth {
+        url: String,
+        #[source]
+        source: GitError,
+    },
+    #[error("refused to connect to {url}: {problem}")]
+    HostKey {
+        url: String,
+        problem: Box<HostKeyProblem>,
+    },
+    #[error("cannot fetch branch {branch} from {url}")]
+    Fetch {
+        url: String,
+        branch: String,
+        #[source]
+        source: GitError,
+    },
+    #[error("cannot push branch {branch} to {url}")]
+    Push {
+        url: String,
+        branch: String,
+        #[source]
+        source: GitError,
+    },
+    #[error("push of branch {branch} to {url} still rejected after {attempts} attempts (last: {reason})")]
+    Rejected {
+        url: String,
+        branch: String,
+        attempts: u32,
+        reason: String,
+    },
+}
+
+impl PublishError {
+    /// A static category for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            PublishError::Config { .. } => "status_config",
+            PublishError::WorkDir { .. } | PublishError::LocalRepo { .. } => "status_local",
+            PublishError::Commit { .. } => "status_commit",
+            PublishError::Auth { .. } => "git_auth",
+            PublishError::HostKey { .. } => "git_host_key",
+            PublishError::Fetch { .. } => "git_fetch",
+            PublishError::Push { .. } => "git_push",
+            PublishError::Rejected { .. } => "git_push_rejected",
+        }
+    }
+
+    /// True when trying again later may succeed (network trouble, a busy branch); false for errors that
+    /// need someone to change the configuration (credentials, host keys, paths).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            PublishError::Fetch { .. } | PublishError::Push { .. } | PublishError::Rejected { .. }
+        )
+    }
+}
 
 /// Where and how status is committed.
 #[derive(Clone, Debug)]
@@ -66,24 +146,9 @@ impl StatusConfig {
     }
 }
 
-/// True if a commit message carries the `Hotsync-Source` trailer: the commit is hotsync's own status
-/// commit, and the daemon must not sync on it.
-pub fn is_hotsync_commit(message: &str) -> bool {
-    hotsync_source(message).is_some()
-}
-
-/// The value of the `Hotsync-Source` trailer, when the message has one (in its trailer block).
-pub fn hotsync_source(message: &str) -> Option<String> {
-    let trailers = git2::message_trailers_strs(message).ok()?;
-    trailers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(SOURCE_TRAILER))
-        .map(|(_, v)| v.trim().to_string())
-}
-
 /// Writes status files to the status branch of one remote. One writer per `work_dir`; `write` calls on
 /// one writer are serialised. Blocking: call it from `spawn_blocking` in async code.
-pub struct StatusWriter {
+pub struct Publisher {
     repo: Mutex<Repository>,
     /// The URL or absolute path libgit2 connects to (may carry credentials).
     url: String,
@@ -96,9 +161,9 @@ pub struct StatusWriter {
     local_path: PathBuf,
 }
 
-impl std::fmt::Debug for StatusWriter {
+impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatusWriter")
+        f.debug_struct("Publisher")
             .field("url", &self.display_url)
             .field("branch", &self.config.effective_branch())
             .field("auth", &self.auth)
@@ -109,25 +174,25 @@ impl std::fmt::Debug for StatusWriter {
 /// How one round ended when it did not succeed.
 enum RoundError {
     /// Try again: the branch moved, the ref was locked, or the network failed.
-    Retry(String, StatusError),
+    Retry(String, PublishError),
     /// Give up now.
-    Fatal(StatusError),
+    Fatal(PublishError),
 }
 
-impl StatusWriter {
+impl Publisher {
     /// Prepares a writer for `repo_url_or_path` (a URL or a local repository), keeping its bare cache
     /// repository under `work_dir`. Does not connect: the first `write` does.
     ///
     /// # Errors
-    /// [`StatusError::Config`] for an invalid branch, author or attempt count, or a token that would travel
-    /// over plain `http://` to a host other than loopback; [`StatusError::WorkDir`] /
-    /// [`StatusError::LocalRepo`] when the cache repository cannot be created.
+    /// [`PublishError::Config`] for an invalid branch, author or attempt count, or a token that would travel
+    /// over plain `http://` to a host other than loopback; [`PublishError::WorkDir`] /
+    /// [`PublishError::LocalRepo`] when the cache repository cannot be created.
     pub fn new(
         repo_url_or_path: &str,
         work_dir: &Path,
         auth: GitAuth,
         config: StatusConfig,
-    ) -> Result<Self, StatusError> {
+    ) -> Result<Self, PublishError> {
         let remote = RemoteUrl::parse(repo_url_or_path);
         let redactor = Redactor::new(
             auth.secrets()
@@ -140,7 +205,7 @@ impl StatusWriter {
                 }),
         );
         let display_url = redactor.redact(repo_url_or_path);
-        let config_err = |reason: String| StatusError::Config { reason };
+        let config_err = |reason: String| PublishError::Config { reason };
         let branch = config.effective_branch();
         if branch.is_empty() || !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
             return Err(config_err(format!("{branch:?} is not a valid branch name")));
@@ -166,7 +231,7 @@ impl StatusWriter {
         }
         let url = if remote.scheme == Scheme::Local && !repo_url_or_path.contains("://") {
             std::fs::canonicalize(repo_url_or_path)
-                .map_err(|source| StatusError::WorkDir {
+                .map_err(|source| PublishError::WorkDir {
                     path: PathBuf::from(repo_url_or_path),
                     source,
                 })?
@@ -184,17 +249,17 @@ impl StatusWriter {
                     // A broken cache is rebuilt from the remote, never trusted.
                     let _ = std::fs::remove_dir_all(&local_path);
                 }
-                std::fs::create_dir_all(&local_path).map_err(|source| StatusError::WorkDir {
+                std::fs::create_dir_all(&local_path).map_err(|source| PublishError::WorkDir {
                     path: local_path.clone(),
                     source,
                 })?;
-                Repository::init_bare(&local_path).map_err(|e| StatusError::LocalRepo {
+                Repository::init_bare(&local_path).map_err(|e| PublishError::LocalRepo {
                     path: local_path.clone(),
                     source: GitError::new(&e, &redactor),
                 })?
             }
         };
-        Ok(StatusWriter {
+        Ok(Publisher {
             repo: Mutex::new(repo),
             url,
             display_url,
@@ -207,6 +272,11 @@ impl StatusWriter {
     }
 
     /// The branch status is written to.
+    /// `text` with every secret of this remote removed.
+    pub fn redact(&self, text: &str) -> String {
+        self.redactor.redact(text)
+    }
+
     pub fn branch(&self) -> &str {
         self.config.effective_branch()
     }
@@ -225,33 +295,30 @@ impl StatusWriter {
     /// Returns the id of the pushed commit, or `None` when the tip already holds this content.
     ///
     /// # Errors
-    /// [`StatusError::Auth`] and [`StatusError::HostKey`] at once, without retrying; [`StatusError::Rejected`],
-    /// [`StatusError::Fetch`] or [`StatusError::Push`] when every round failed; others for bad input.
-    #[tracing::instrument(skip_all, fields(branch = %self.branch(), remote = %self.display_url, sets = statuses.len()))]
-    pub fn write(
+    /// [`PublishError::Auth`] and [`PublishError::HostKey`] at once, without retrying; [`PublishError::Rejected`],
+    /// [`PublishError::Fetch`] or [`PublishError::Push`] when every round failed; others for bad input.
+    #[tracing::instrument(skip_all, fields(branch = %self.branch(), remote = %self.display_url, files = files.len()))]
+    /// Commits `files` (path, content; secrets already removed) with `message` on the branch's tip, and
+    /// pushes without force; on a rejection, does it again on the new tip, with backoff. `None` when no
+    /// file changed.
+    ///
+    /// # Errors
+    /// [`PublishError::Auth`] and [`PublishError::HostKey`] at once, without retrying; [`PublishError::Rejected`],
+    /// [`PublishError::Fetch`] or [`PublishError::Push`] when every round failed.
+    pub fn publish(
         &self,
-        statuses: &[SetStatus],
-        source_commit: &str,
-    ) -> Result<Option<String>, StatusError> {
-        if source_commit.len() < 4
-            || source_commit.len() > 64
-            || !source_commit.bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            return Err(StatusError::Config {
-                reason: format!("source commit {source_commit:?} is not a commit id"),
-            });
-        }
-        let files = self.prepare(statuses)?;
+        files: &[(String, String)],
+        message: &str,
+    ) -> Result<Option<String>, PublishError> {
         if files.is_empty() {
             return Ok(None);
         }
-        let message = self.message(statuses, source_commit);
         // A poisoned lock only means another write panicked; the repository itself is consistent.
         let repo = self.repo.lock().unwrap_or_else(|p| p.into_inner());
         let mut delay = self.config.backoff_initial;
-        let mut last: Option<(String, StatusError)> = None;
+        let mut last: Option<(String, PublishError)> = None;
         for attempt in 1..=self.config.max_attempts {
-            match self.round(&repo, &files, &message) {
+            match self.round(&repo, files, message) {
                 Ok(result) => {
                     tracing::info!(attempt, commit = ?result, "status written");
                     return Ok(result);
@@ -268,58 +335,20 @@ impl StatusWriter {
             }
         }
         Err(match last {
-            Some((_, e @ (StatusError::Fetch { .. } | StatusError::Push { .. }))) => e,
-            Some((reason, _)) => StatusError::Rejected {
+            Some((_, e @ (PublishError::Fetch { .. } | PublishError::Push { .. }))) => e,
+            Some((reason, _)) => PublishError::Rejected {
                 url: self.display_url.clone(),
                 branch: self.branch().to_string(),
                 attempts: self.config.max_attempts,
                 reason,
             },
-            None => StatusError::Rejected {
+            None => PublishError::Rejected {
                 url: self.display_url.clone(),
                 branch: self.branch().to_string(),
                 attempts: self.config.max_attempts,
                 reason: "no attempt made".to_string(),
             },
         })
-    }
-
-    /// Renders every status, secrets removed, sorted by path; refuses two statuses for one file.
-    fn prepare(&self, statuses: &[SetStatus]) -> Result<Vec<(String, String)>, StatusError> {
-        let mut files = Vec::with_capacity(statuses.len());
-        let mut seen = BTreeSet::new();
-        for s in statuses {
-            let path = s.path();
-            if !seen.insert(path.clone()) {
-                return Err(StatusError::DuplicatePath { path });
-            }
-            let content = s.try_render().map_err(|source| StatusError::Render {
-                path: path.clone(),
-                source,
-            })?;
-            files.push((path, self.redactor.redact(&content)));
-        }
-        files.sort();
-        Ok(files)
-    }
-
-    fn message(&self, statuses: &[SetStatus], source_commit: &str) -> String {
-        let clusters: BTreeSet<&str> = statuses.iter().map(|s| s.cluster.as_str()).collect();
-        let clusters: Vec<&str> = clusters.into_iter().collect();
-        let short = &source_commit[..source_commit.len().min(12)];
-        let mut lines: Vec<String> = statuses
-            .iter()
-            .map(|s| format!("{}/{}: {}", s.namespace, s.name, s.phase))
-            .collect();
-        lines.sort();
-        let subject = format!(
-            "hotsync status: {} at {short}",
-            self.redactor.redact(&clusters.join(", "))
-        );
-        format!(
-            "{subject}\n\n{}\n\n{SOURCE_TRAILER}: {source_commit}\n",
-            self.redactor.redact(&lines.join("\n"))
-        )
     }
 
     /// One fetch-commit-push round.
@@ -350,10 +379,10 @@ impl StatusWriter {
         &self,
         e: &git2::Error,
         session: &Session,
-        wrap: impl FnOnce(GitError) -> StatusError,
+        wrap: impl FnOnce(GitError) -> PublishError,
     ) -> RoundError {
         if let Some(problem) = session.host_key.borrow_mut().take() {
-            return RoundError::Fatal(StatusError::HostKey {
+            return RoundError::Fatal(PublishError::HostKey {
                 url: self.display_url.clone(),
                 problem: Box::new(problem),
             });
@@ -361,7 +390,7 @@ impl StatusWriter {
         let http_denied = e.class() == git2::ErrorClass::Http
             && (e.message().contains("401") || e.message().contains("403"));
         if session.auth_failed() || e.code() == git2::ErrorCode::Auth || http_denied {
-            return RoundError::Fatal(StatusError::Auth {
+            return RoundError::Fatal(PublishError::Auth {
                 url: self.display_url.clone(),
                 source: self.git_err(e),
             });
@@ -379,7 +408,7 @@ impl StatusWriter {
         let branch = self.branch();
         let head_ref = format!("refs/heads/{branch}");
         let tracking = format!("refs/remotes/origin/{branch}");
-        let fetch_err = |source| StatusError::Fetch {
+        let fetch_err = |source| PublishError::Fetch {
             url: self.display_url.clone(),
             branch: branch.to_string(),
             source,
@@ -414,7 +443,7 @@ impl StatusWriter {
         message: &str,
     ) -> Result<Option<Oid>, RoundError> {
         let fatal = |what: &str, e: git2::Error| {
-            RoundError::Fatal(StatusError::Commit {
+            RoundError::Fatal(PublishError::Commit {
                 what: what.to_string(),
                 source: self.git_err(&e),
             })
@@ -488,7 +517,7 @@ impl StatusWriter {
     ) -> Result<(), RoundError> {
         let branch = self.branch();
         let refname = format!("refs/heads/{branch}");
-        let push_err = |source| StatusError::Push {
+        let push_err = |source| PublishError::Push {
             url: self.display_url.clone(),
             branch: branch.to_string(),
             source,
@@ -500,7 +529,7 @@ impl StatusWriter {
             .as_deref()
             == Some(refname.as_str())
         {
-            return Err(RoundError::Fatal(StatusError::Config {
+            return Err(RoundError::Fatal(PublishError::Config {
                 reason: format!(
                     "{branch} is checked out in the work tree of {}: hotsync does not move a checked-out branch; use a status branch or a bare remote",
                     self.display_url
@@ -533,7 +562,7 @@ impl StatusWriter {
     /// Pushes the pending commit to the branch, without force.
     fn push(&self, repo: &Repository, commit: Oid) -> Result<(), RoundError> {
         let branch = self.branch();
-        let push_err = |source| StatusError::Push {
+        let push_err = |source| PublishError::Push {
             url: self.display_url.clone(),
             branch: branch.to_string(),
             source,
@@ -566,7 +595,7 @@ impl StatusWriter {
                     let reason = self.redactor.redact(&reason);
                     Err(RoundError::Retry(
                         format!("the remote rejected the update: {reason}"),
-                        StatusError::Rejected {
+                        PublishError::Rejected {
                             url: self.display_url.clone(),
                             branch: branch.to_string(),
                             attempts: 1,
@@ -604,25 +633,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trailer_is_recognised_only_in_the_trailer_block() {
-        let msg =
-            "hotsync status: prod at abc\n\ngames/arena: Synced\n\nHotsync-Source: 0123abcd\n";
-        assert!(is_hotsync_commit(msg));
-        assert_eq!(hotsync_source(msg).as_deref(), Some("0123abcd"));
-        assert!(!is_hotsync_commit(
-            "Bump sidecar\n\nmentions Hotsync-Source: in prose, not as a trailer\n\nmore text"
-        ));
-        assert!(!is_hotsync_commit("Bump sidecar to v0.2"));
-        assert!(is_hotsync_commit(
-            "Bump\n\nSigned-off-by: A <a@example.com>\nhotsync-source: 0123abcd"
-        ));
-    }
-
-    #[test]
     fn a_writer_can_be_shared_between_threads() {
         fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<StatusWriter>();
-        assert_send_sync::<StatusError>();
+        assert_send_sync::<Publisher>();
+        assert_send_sync::<PublishError>();
     }
 
     #[test]

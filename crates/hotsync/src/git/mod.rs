@@ -1,0 +1,24 @@
+//! Git: every use of libgit2 in hotsync, behind one module.
+//!
+//! - [`repo`]: open or clone a repository (local, or a bare cache clone of a remote), fetch, resolve
+//!   revisions, walk trees and diffs, read blobs, tell ancestry and force-pushes; the files under a
+//!   directory at a commit go on to [`crate::source`], which renders and parses them.
+//! - [`publish`]: commit files on a branch's tip and push them without force (the status writer's
+//!   transport).
+//! - [`auth`] and [`known_hosts`]: credentials (HTTPS token, SSH key or agent) and host-key checks for
+//!   both, and [`redact`]: the one redaction policy for URLs and secrets in errors and logs.
+//! - [`trailers`]: the `Hotsync-Source` trailer that marks hotsync's own commits.
+//!
+//! libgit2 blocks: async code calls this module from `tokio::task::spawn_blocking`, never on the
+//! runtime itself.
+
+pub mod auth;
+pub mod known_hosts;
+pub mod publish;
+pub mod redact;
+pub mod repo;
+pub mod trailers;
+
+pub use repo::{
+    is_remote, Ancestry, ChangedFile, CommitInfo, FetchOptions, Repo, SourceError, TreeFile,
+};
