@@ -120,6 +120,13 @@ fn rfc3339_now() -> String {
     now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// The state annotation's `updateTimestamp`, with its fraction of a second: the grace period is
+/// measured from it, and a stamp cut to the second would shorten the grace by up to a second (Kruise
+/// reads it with Go's RFC 3339 parser, which takes the fraction).
+fn rfc3339_now_precise() -> String {
+    now().strftime("%Y-%m-%dT%H:%M:%S%.fZ").to_string()
+}
+
 fn plan_options(want: &GameServerSet, opts: &RolloutOptions, pods: usize) -> PlanOptions {
     let ru = want.rolling_update();
     PlanOptions {
@@ -217,7 +224,19 @@ struct Tracked {
     failed: Option<String>,
     /// When the hook began holding it.
     hooked_since: Option<Instant>,
+    /// Writes to it refused by an admission webhook in this rollout (not reset by the writes between:
+    /// Kruise's refresh puts a refused pod's gate back to True, and marking it not ready again is a
+    /// status write that no webhook sees).
+    refusals: u32,
+    /// After a refusal, nothing is written to it before then.
+    retry_at: Option<Instant>,
 }
+
+/// How many times a webhook may refuse a write to one pod before the pod is failed. OKG's pod
+/// webhook refuses an update whenever its network plugin's own API call fails (`getAdmissionResponse`
+/// answers a plugin error with `admission.Denied`), which a conflict on the pod's Service makes happen
+/// under load; Kruise's own controller would requeue. A webhook that means it refuses three times.
+const REFUSALS_BEFORE_FAILING: u32 = 3;
 
 /// Rolls a hot update out: hold OKG, update pods by Kruise's protocol, release (or keep the hold).
 pub(crate) async fn hot_update(
@@ -376,7 +395,12 @@ pub(crate) async fn hot_update(
                 rollback: None,
                 failed: None,
                 hooked_since: None,
+                refusals: 0,
+                retry_at: None,
             });
+            if entry.retry_at.is_some_and(|at| Instant::now() < at) {
+                continue;
+            }
             if entry.acted_on.is_some() && entry.acted_on == pod.metadata.resource_version {
                 continue;
             }
@@ -454,11 +478,27 @@ pub(crate) async fn hot_update(
                     // Someone changed the pod since it was read: the next turn re-plans it.
                 }
                 Err(
+                    e @ (ClusterError::AdmissionDenied { .. } | ClusterError::WebhookFailed { .. }),
+                ) if entry.refusals + 1 < REFUSALS_BEFORE_FAILING => {
+                    entry.refusals += 1;
+                    let wait = Duration::from_secs(1u64 << (entry.refusals - 1));
+                    tracing::warn!(
+                        pod = %name,
+                        refusals = entry.refusals,
+                        "{e}; trying again in {}s", wait.as_secs()
+                    );
+                    entry.retry_at = Some(Instant::now() + wait);
+                }
+                Err(
                     e @ (ClusterError::AdmissionDenied { .. }
                     | ClusterError::WebhookFailed { .. }
                     | ClusterError::Timeout { .. }),
                 ) => {
-                    let why = e.to_string();
+                    let why = if matches!(e, ClusterError::Timeout { .. }) {
+                        e.to_string()
+                    } else {
+                        format!("{e} (refused {} times)", entry.refusals + 1)
+                    };
                     // A patch refused before anything of the pod changed: it goes back into its load
                     // balancer (the status write is no pod UPDATE, so no webhook stands in its way).
                     if matches!(step, Step::Patch { .. })
@@ -944,7 +984,7 @@ fn patch_ops(pod: &Pod, t: &Target, containers: &[String]) -> Vec<Value> {
             _ => {}
         }
     }
-    let now = rfc3339_now();
+    let now = rfc3339_now_precise();
     let state = json!({
         "revision": t.revision,
         "updateTimestamp": now,
@@ -961,7 +1001,11 @@ fn patch_ops(pod: &Pod, t: &Target, containers: &[String]) -> Vec<Value> {
         plan::ANNOTATION_BASELINE,
         json!(serde_json::to_string(&baseline).unwrap_or_default()),
     );
-    add(&mut ops, ANNOTATION_LIFECYCLE_TIMESTAMP, json!(now));
+    add(
+        &mut ops,
+        ANNOTATION_LIFECYCLE_TIMESTAMP,
+        json!(rfc3339_now()),
+    );
     if annotations.contains_key(ANNOTATION_INPLACE_STATE_OLD) {
         ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{}", pointer_escape(ANNOTATION_INPLACE_STATE_OLD))}));
     }
