@@ -413,6 +413,11 @@ impl SyncLoop {
                 }
                 changed = self.leading.changed() => {
                     if changed.is_err() {
+                        // The election gives the lease up and ends when the daemon stops: only an
+                        // end without a stop is a death.
+                        if *self.shutdown.borrow() {
+                            return Ok(());
+                        }
                         return Err(DaemonError::TaskDied { task: "lease" });
                     }
                     Trigger::Leadership(*self.leading.borrow())
