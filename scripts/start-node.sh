@@ -139,7 +139,7 @@ fail_with_log() {
 }
 
 # What the machine had before, so that stop-node.sh removes only what this node made.
-for d in /run/containerd /var/log/pods /var/log/containers; do
+for d in /run/containerd; do
   [ -e "$d" ] || echo "$d" >>"$NODE/created-dirs"
 done
 touch "$NODE/created-dirs"
@@ -268,7 +268,16 @@ cat >"$NODE/cni/net.d/10-hotsync.conflist" <<EOF
   ]
 }
 EOF
-spawn "$NODE/containerd.log" "$NODE/containerd.pid" containerd --config "$CTRD/config.toml"
+# containerd and the kubelet share a mount namespace of their own in which /var/log is this node's
+# NODE/log: the kubelet writes pod logs under /var/log/pods whatever its root dir, and its container
+# GC removes every pod log directory there that it does not know, so two nodes on one machine would
+# delete each other's logs (and the machine would keep them). The mounts containerd makes (rootfs,
+# netns, shm) live and die with that namespace too.
+mkdir -p "$NODE/log/pods" "$NODE/log/containers"
+spawn "$NODE/containerd.log" "$NODE/containerd.pid" \
+  unshare --mount --propagation private -- \
+  bash -c 'mount --bind "$0" /var/log && exec "$@"' "$NODE/log" \
+  containerd --config "$CTRD/config.toml"
 CONTAINERD_PID="$(cat "$NODE/containerd.pid")"
 wait_for "containerd" 30 "$CONTAINERD_PID" ctr --address "$CONTAINERD_SOCK" version \
   || fail_with_log "containerd did not start" "$NODE/containerd.log"
@@ -312,7 +321,8 @@ nodeStatusUpdateFrequency: 4s
 syncFrequency: 10s
 runtimeRequestTimeout: 2m
 EOF
-spawn "$NODE/kubelet.log" "$NODE/kubelet.pid" "$KUBE_BIN_DIR/kubelet" \
+spawn "$NODE/kubelet.log" "$NODE/kubelet.pid" \
+  nsenter --target "$CONTAINERD_PID" --mount -- "$KUBE_BIN_DIR/kubelet" \
   --config "$KL/config.yaml" \
   --kubeconfig "$NODE/kubeconfig" \
   --container-runtime remote \

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Stop a node started by scripts/start-node.sh DIR and remove what it made on the machine: its
 # processes (kubelet, scheduler, controller-manager, every container and shim, containerd, the
-# registry), the mounts under DIR/node, the bridge and the pods' veths, the kubelet's pod logs under
-# /var/log/pods and /var/log/containers, the directories it created outside DIR (recorded at start),
-# then DIR/node itself. Idempotent; called by scripts/stop-cluster.sh before the API server stops.
+# registry), the mounts under DIR/node, the bridge and the pods' veths, the directories it created
+# outside DIR (recorded at start), then DIR/node itself (with the pod logs: containerd and the kubelet
+# see DIR/node/log as /var/log in a mount namespace of their own). Idempotent; called by scripts/stop-cluster.sh before the API server stops.
 #
 # Usage: scripts/stop-node.sh DIR
 set -uo pipefail
@@ -32,15 +32,9 @@ stop_one() {
   for _ in $(seq 50); do pid_alive "$pid" || return 0; sleep 0.1; done
 }
 
-# The pods' uids and containers' ids, for their logs under /var/log, before anything is removed.
-pod_uids=()
+# The containers' ids, before anything is removed.
 container_ids=()
 if [ -S "$SOCK" ]; then
-  while read -r uid; do [ -n "$uid" ] && pod_uids+=("$uid"); done < <(
-    ctr --address "$SOCK" -n k8s.io containers ls 2>/dev/null | awk 'NR > 1 {print $1}' | while read -r id; do
-      ctr --address "$SOCK" -n k8s.io containers info "$id" 2>/dev/null \
-        | sed -n 's/.*"io.kubernetes.pod.uid": "\([^"]*\)".*/\1/p' | head -n 1
-    done | sort -u)
   while read -r id; do [ -n "$id" ] && container_ids+=("$id"); done < <(
     ctr --address "$SOCK" -n k8s.io containers ls -q 2>/dev/null)
 fi
@@ -86,16 +80,6 @@ if [ -s "$NODE/net.env" ]; then
   done
   ip link delete "$BRIDGE" 2>/dev/null || true
 fi
-
-# The kubelet writes pod logs under /var/log whatever its root dir: remove this node's.
-for uid in "${pod_uids[@]}"; do
-  rm -rf /var/log/pods/*_"$uid" 2>/dev/null || true
-done
-for id in "${container_ids[@]}"; do
-  rm -f /var/log/containers/*"$id".log 2>/dev/null || true
-done
-# Symlinks left pointing at removed pod log directories.
-find /var/log/containers -maxdepth 1 -xtype l -delete 2>/dev/null || true
 
 # Directories this node created outside its own (recorded at start), when nothing else uses them.
 if [ -s "$NODE/created-dirs" ]; then
