@@ -199,7 +199,11 @@ pub async fn run(
         let mut stop = shutdown.clone();
         tasks.spawn(async move {
             tokio::select! {
-                _ = d.run() => ("drift", Err(DaemonError::TaskDied { task: "drift watch" })),
+                _ = d.run() => if *stop.borrow() {
+                    ("drift", Ok(()))
+                } else {
+                    ("drift", Err(DaemonError::TaskDied { task: "drift watch" }))
+                },
                 _ = stopped(&mut stop) => ("drift", Ok(())),
             }
         });
@@ -259,6 +263,9 @@ pub async fn run(
         let stopping = *shutdown.borrow();
         match joined {
             Ok((_, Ok(()))) if stopping => {}
+            // A task that ends because another one stopped first (drift's input closes with the sync
+            // loop) while the daemon stops: no death.
+            Ok((_, Err(DaemonError::TaskDied { .. }))) if stopping => {}
             Ok((task, Ok(()))) => {
                 result = Err(DaemonError::TaskDied { task });
                 break;
@@ -335,16 +342,16 @@ struct SyncLoop {
     leading: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
     /// The tip last synced: a poll that finds it again does nothing.
-    last_tip: Option<git2::Oid>,
+    last_tip: Option<crate::git::CommitId>,
     /// The tip whose sync failed last, retried only once the backoff has passed.
-    failed_tip: Option<git2::Oid>,
+    failed_tip: Option<crate::git::CommitId>,
     /// Consecutive syncs that could not read Git or the cluster, for backoff.
     failures: u32,
     /// Consecutive polls that could not reach the repository, for the poll's backoff.
     poll_failures: u32,
     /// The commit of the last sync that applied Git to the cluster: a new commit that does not descend
     /// from it means the branch was force-pushed.
-    previous: Option<git2::Oid>,
+    previous: Option<crate::git::CommitId>,
     /// Sets synced to completion, by what they were synced at.
     in_step: BTreeMap<SetKey, InStep>,
     /// When each set not finished is looked at again.
@@ -574,7 +581,7 @@ impl SyncLoop {
 
     /// The commit the cache clone last fetched for the branch, from an earlier run: what a first sync
     /// compares with to tell a force-push.
-    async fn cached_tip(&self) -> Option<git2::Oid> {
+    async fn cached_tip(&self) -> Option<crate::git::CommitId> {
         let (opts, branch) = (self.cfg.sync.clone(), self.cfg.branch.clone());
         if !crate::source::is_remote(&opts.repo) {
             return None;
@@ -596,18 +603,19 @@ impl SyncLoop {
     /// hotsync's own (status commits on the tracked branch) are stepped over: the tip that counts is
     /// the newest commit a person made. In a shallow cache, more history is fetched when a status
     /// commit's parent lies beyond the boundary; a corrupt cache is cloned again.
-    async fn tip(&self) -> Result<Option<git2::Oid>, SourceError> {
+    async fn tip(&self) -> Result<Option<crate::git::CommitId>, SourceError> {
         let opts = self.cfg.sync.clone();
         let branch = self.cfg.branch.clone();
         let last = self.last_tip;
-        let joined =
-            tokio::task::spawn_blocking(move || -> Result<Option<git2::Oid>, SourceError> {
-                let step_over_own = |repo: &Repo, tip: git2::Oid| -> Result<_, SourceError> {
-                    if !repo.has_commit(tip) {
-                        repo.fetch(&opts.fetch)?;
-                    }
-                    repo.skip_own_commits(tip, Some(&opts.fetch))
-                };
+        let joined = tokio::task::spawn_blocking(
+            move || -> Result<Option<crate::git::CommitId>, SourceError> {
+                let step_over_own =
+                    |repo: &Repo, tip: crate::git::CommitId| -> Result<_, SourceError> {
+                        if !repo.has_commit(tip) {
+                            repo.fetch(&opts.fetch)?;
+                        }
+                        repo.skip_own_commits(tip, Some(&opts.fetch))
+                    };
                 if !crate::source::is_remote(&opts.repo) {
                     let repo = Repo::open(std::path::Path::new(&opts.repo))?;
                     let tip = repo.resolve(&branch).or_else(|_| repo.resolve("HEAD")).ok();
@@ -626,8 +634,9 @@ impl SyncLoop {
                         step_over_own(repo, tip)
                     })?;
                 Ok(Some(tip))
-            })
-            .await;
+            },
+        )
+        .await;
         joined.unwrap_or_else(|e| {
             Err(SourceError::Cache {
                 path: std::path::PathBuf::from("<repository reader>"),
@@ -641,7 +650,7 @@ impl SyncLoop {
     async fn sync_once(
         &mut self,
         only: Option<BTreeSet<SetKey>>,
-        tip: Option<git2::Oid>,
+        tip: Option<crate::git::CommitId>,
     ) -> Vec<Next> {
         self.busy.store(true, Ordering::SeqCst);
         let started = std::time::Instant::now();
@@ -719,7 +728,7 @@ impl SyncLoop {
                 self.record(&report, full);
                 self.desired_changed.send_modify(|v| *v = v.wrapping_add(1));
                 // The commit was read, whatever its manifests say: a force-push is told once.
-                if let Ok(sha) = git2::Oid::from_str(&report.source.sha) {
+                if let Ok(sha) = report.source.sha.parse::<crate::git::CommitId>() {
                     self.previous = Some(sha);
                 }
                 if let Some(old) = &report.force_pushed_from {
