@@ -467,7 +467,7 @@ fn timed(f: &dyn Fn(), v: &mut Vec<Duration>) {
 /// (what libgit2 speaks), the daemon's poll in process (open the cache clone, one ref negotiation), and
 /// the ref negotiation alone on a repository kept open.
 fn poll_comparison(url: &str, cache: &Path, commit: &str, n: usize) -> [Stats; 4] {
-    let want = git2::Oid::from_str(commit).expect("commit id");
+    let want: hotsync::git::CommitId = commit.parse().expect("commit id");
     let fetch = FetchOptions::default();
     // The cache clone the polls open, fetched once as the daemon's is.
     Repo::open_or_clone(url, cache, &fetch).expect("clone the cache");

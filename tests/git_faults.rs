@@ -229,7 +229,7 @@ async fn load(opts: &SyncOptions, previous: Option<Oid>) -> hotsync::sync::Desir
     hotsync::sync::load_target(
         opts,
         &SyncTarget {
-            previous,
+            previous: previous.map(|p| p.to_string().parse().expect("a commit id")),
             ..Default::default()
         },
     )

@@ -51,7 +51,7 @@ pub fn plan_between(
     ))
 }
 
-fn oid(repo: &Repo, r: &Revision) -> Result<git2::Oid, SourceError> {
+fn oid(repo: &Repo, r: &Revision) -> Result<crate::git::CommitId, SourceError> {
     match &r.commit {
         Some(c) => repo.resolve(c),
         None => repo.resolve(&r.rev),

@@ -72,7 +72,7 @@ fn parse(files: &[RenderedFile], opts: &LoadOptions) -> Manifests {
 /// When the commit, path or a blob cannot be read.
 pub fn load_at(
     repo: &Repo,
-    commit: git2::Oid,
+    commit: crate::git::CommitId,
     dir: &str,
     opts: &LoadOptions,
 ) -> Result<Manifests, SourceError> {

@@ -42,7 +42,7 @@ pub struct SyncTarget {
     /// The commit synced before. When the commit synced now does not descend from it, the branch was
     /// force-pushed: the report says so. `None`: the commit the cache clone's remote-tracking branch
     /// held before this fetch, when there is one.
-    pub previous: Option<git2::Oid>,
+    pub previous: Option<crate::git::CommitId>,
     /// Sync only these sets (the daemon's requeue and drift); `None`: every set.
     pub only: Option<std::collections::BTreeSet<SetKey>>,
     /// Sets known to be in step, by what they were synced at: a set whose manifest and live
@@ -156,7 +156,9 @@ pub async fn load_target(opts: &SyncOptions, target: &SyncTarget) -> Result<Desi
             (None, true) => "origin/main".to_string(),
             (None, false) => "HEAD".to_string(),
         };
-        let read = |repo: &Repo, before: Option<git2::Oid>| -> Result<Desired, SourceError> {
+        let read = |repo: &Repo,
+                    before: Option<crate::git::CommitId>|
+         -> Result<Desired, SourceError> {
             let commit = match &target.revision {
                 Some(rev) if remote => repo.resolve_on_remote(rev, opts.fetch.depth)?,
                 Some(rev) => repo.resolve(rev)?,
@@ -205,8 +207,8 @@ const FORCE_PUSH_LOOKBACK: i32 = 32;
 /// shallow cache, more history is fetched when the answer lies beyond its boundary.
 fn force_pushed(
     repo: &Repo,
-    new: git2::Oid,
-    old: git2::Oid,
+    new: crate::git::CommitId,
+    old: crate::git::CommitId,
     fetch: &crate::source::FetchOptions,
     branch: &str,
 ) -> bool {

@@ -8,17 +8,20 @@
 //! - [`auth`] and [`known_hosts`]: credentials (HTTPS token, SSH key or agent) and host-key checks for
 //!   both, and [`redact`]: the one redaction policy for URLs and secrets in errors and logs.
 //! - [`trailers`]: the `Hotsync-Source` trailer that marks hotsync's own commits.
+//! - [`id`]: [`CommitId`] and [`BlobId`], hotsync's own object ids: libgit2's type never leaves here.
 //!
 //! libgit2 blocks: async code calls this module from `tokio::task::spawn_blocking`, never on the
 //! runtime itself.
 
 pub mod auth;
+pub mod id;
 pub mod known_hosts;
 pub mod publish;
 pub mod redact;
 pub mod repo;
 pub mod trailers;
 
+pub use id::{BlobId, CommitId, InvalidId};
 pub use repo::{
     is_remote, Ancestry, ChangedFile, CommitInfo, FetchOptions, Repo, SourceError, TreeFile,
 };

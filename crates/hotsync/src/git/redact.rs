@@ -7,27 +7,13 @@
 #[derive(Debug, Clone)]
 pub struct GitError {
     message: String,
-    code: git2::ErrorCode,
-    class: git2::ErrorClass,
 }
 
 impl GitError {
     pub(crate) fn new(e: &git2::Error, redactor: &Redactor) -> Self {
         GitError {
             message: redactor.redact(e.message()),
-            code: e.code(),
-            class: e.class(),
         }
-    }
-
-    /// libgit2's error code.
-    pub fn code(&self) -> git2::ErrorCode {
-        self.code
-    }
-
-    /// libgit2's error class.
-    pub fn class(&self) -> git2::ErrorClass {
-        self.class
     }
 
     /// The message, secrets removed.

@@ -4,6 +4,7 @@
 //! Its calls block: async code calls them from `tokio::task::spawn_blocking`, never on the runtime
 //! itself.
 
+use super::id::{BlobId, CommitId};
 use crate::manifest;
 use git2::{Oid, Repository};
 use sha2::{Digest, Sha256};
@@ -99,7 +100,7 @@ pub struct CommitInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TreeFile {
     pub path: String,
-    pub blob: Oid,
+    pub blob: BlobId,
     /// True for symlinks, which hotsync never follows.
     pub symlink: bool,
 }
@@ -403,14 +404,19 @@ impl Repo {
     }
 
     /// The commit of `refs/remotes/origin/<branch>` in a cache clone, as last fetched.
-    pub fn tracking_tip(&self, branch: &str) -> Option<Oid> {
+    pub fn tracking_tip(&self, branch: &str) -> Option<CommitId> {
         self.repo
             .refname_to_id(&format!("refs/remotes/origin/{branch}"))
             .ok()
+            .map(CommitId::from_git)
     }
 
     /// True when the commit is in the object database.
-    pub fn has_commit(&self, oid: Oid) -> bool {
+    pub fn has_commit(&self, oid: CommitId) -> bool {
+        self.has_git(oid.git())
+    }
+
+    fn has_git(&self, oid: Oid) -> bool {
         self.repo.find_commit(oid).is_ok()
     }
 
@@ -419,12 +425,12 @@ impl Repo {
     ///
     /// # Errors
     /// [`SourceError::Revision`] naming the revision.
-    pub fn resolve(&self, rev: &str) -> Result<Oid, SourceError> {
+    pub fn resolve(&self, rev: &str) -> Result<CommitId, SourceError> {
         let attempt = |r: &str| {
             self.repo
                 .revparse_single(r)
                 .and_then(|o| o.peel_to_commit())
-                .map(|c| c.id())
+                .map(|c| CommitId::from_git(c.id()))
         };
         attempt(rev)
             .or_else(|e| attempt(&format!("origin/{rev}")).map_err(|_| e))
@@ -438,7 +444,7 @@ impl Repo {
                     format!("refs/remotes/origin/{rev}"),
                 ];
                 match names.iter().find_map(|n| self.repo.refname_to_id(n).ok()) {
-                    Some(oid) if !self.has_commit(oid) => {
+                    Some(oid) if !self.has_git(oid) => {
                         self.read_err(format!("{rev} ({oid})"), source)
                     }
                     _ => SourceError::Revision {
@@ -456,7 +462,11 @@ impl Repo {
     ///
     /// # Errors
     /// [`SourceError::RevisionGone`] naming the revision and the repository.
-    pub fn resolve_on_remote(&self, rev: &str, depth: Option<i32>) -> Result<Oid, SourceError> {
+    pub fn resolve_on_remote(
+        &self,
+        rev: &str,
+        depth: Option<i32>,
+    ) -> Result<CommitId, SourceError> {
         let gone = || SourceError::RevisionGone {
             rev: rev.to_string(),
             repo: self.name.clone(),
@@ -469,7 +479,7 @@ impl Repo {
         };
         let mut unknown = false;
         for (_, tip) in self.remote_branches()? {
-            match self.ancestry(tip, oid) {
+            match self.ancestry(CommitId::from_git(tip), oid) {
                 Ancestry::Descends => return Ok(oid),
                 Ancestry::Unknown => unknown = true,
                 Ancestry::Rewritten => {}
@@ -487,9 +497,10 @@ impl Repo {
     ///
     /// # Errors
     /// When the commits share no history.
-    pub fn merge_base(&self, a: Oid, b: Oid) -> Result<Oid, SourceError> {
+    pub fn merge_base(&self, a: CommitId, b: CommitId) -> Result<CommitId, SourceError> {
         self.repo
-            .merge_base(a, b)
+            .merge_base(a.git(), b.git())
+            .map(CommitId::from_git)
             .map_err(|source| SourceError::Revision {
                 rev: format!("merge-base {a} {b}"),
                 repo: self.name.clone(),
@@ -501,10 +512,10 @@ impl Repo {
     ///
     /// # Errors
     /// When the commit cannot be read.
-    pub fn commit_info(&self, oid: Oid) -> Result<CommitInfo, SourceError> {
+    pub fn commit_info(&self, oid: CommitId) -> Result<CommitInfo, SourceError> {
         let c = self
             .repo
-            .find_commit(oid)
+            .find_commit(oid.git())
             .map_err(|source| self.read_err(oid.to_string(), source))?;
         Ok(CommitInfo {
             sha: oid.to_string(),
@@ -524,10 +535,10 @@ impl Repo {
     }
 
     /// The tree of `dir` (relative to the root, "" or "." for the root) at `commit`.
-    fn subtree(&self, commit: Oid, dir: &str) -> Result<git2::Tree<'_>, SourceError> {
+    fn subtree(&self, commit: CommitId, dir: &str) -> Result<git2::Tree<'_>, SourceError> {
         let c = self
             .repo
-            .find_commit(commit)
+            .find_commit(commit.git())
             .map_err(|source| self.read_err(commit.to_string(), source))?;
         let tree = c
             .tree()
@@ -556,7 +567,11 @@ impl Repo {
     ///
     /// # Errors
     /// When the commit or the path cannot be read.
-    pub fn manifest_files(&self, commit: Oid, dir: &str) -> Result<Vec<TreeFile>, SourceError> {
+    pub fn manifest_files(
+        &self,
+        commit: CommitId,
+        dir: &str,
+    ) -> Result<Vec<TreeFile>, SourceError> {
         let tree = self.subtree(commit, dir)?;
         let prefix = normalise_dir(dir);
         let mut files = Vec::new();
@@ -566,7 +581,7 @@ impl Repo {
                 let path = join(&prefix, &format!("{root}{name}"));
                 files.push(TreeFile {
                     path,
-                    blob: entry.id(),
+                    blob: BlobId::from_git(entry.id()),
                     symlink: entry.filemode() == 0o120000,
                 });
             }
@@ -584,8 +599,8 @@ impl Repo {
     /// When either commit or the path cannot be read.
     pub fn changed_files(
         &self,
-        base: Oid,
-        head: Oid,
+        base: CommitId,
+        head: CommitId,
         dir: &str,
     ) -> Result<Vec<ChangedFile>, SourceError> {
         let old = self.subtree(base, dir).ok();
@@ -609,7 +624,7 @@ impl Repo {
                 }
                 Some(TreeFile {
                     path: join(&prefix, &path),
-                    blob: f.id(),
+                    blob: BlobId::from_git(f.id()),
                     symlink: f.mode() == git2::FileMode::Link,
                 })
             };
@@ -625,9 +640,9 @@ impl Repo {
     ///
     /// # Errors
     /// When the blob is missing.
-    pub fn read_blob(&self, oid: Oid) -> Result<Vec<u8>, SourceError> {
+    pub fn read_blob(&self, oid: BlobId) -> Result<Vec<u8>, SourceError> {
         self.repo
-            .find_blob(oid)
+            .find_blob(oid.git())
             .map(|b| b.content().to_vec())
             .map_err(|source| self.read_err(format!("blob {oid}"), source))
     }
@@ -641,7 +656,7 @@ impl Repo {
         &self,
         branch: &str,
         opts: &FetchOptions,
-    ) -> Result<Option<Oid>, SourceError> {
+    ) -> Result<Option<CommitId>, SourceError> {
         if self.repo.find_remote("origin").is_err() {
             return Ok(self.resolve(branch).ok());
         }
@@ -650,7 +665,7 @@ impl Repo {
             .remote_heads(opts)?
             .into_iter()
             .find(|(name, _)| *name == want)
-            .map(|(_, oid)| oid))
+            .map(|(_, oid)| CommitId::from_git(oid)))
     }
 
     /// The refs `origin` advertises, by one ref negotiation.
@@ -683,8 +698,8 @@ impl Repo {
     /// The parents of a commit as the commit itself names them. Unlike libgit2's view of a shallow
     /// clone, where a commit on the boundary has none, these are there even when the parents' objects
     /// were never fetched. Empty when the commit cannot be read.
-    pub fn parents(&self, oid: Oid) -> Vec<Oid> {
-        let Ok(c) = self.repo.find_commit(oid) else {
+    pub fn parents(&self, oid: CommitId) -> Vec<CommitId> {
+        let Ok(c) = self.repo.find_commit(oid.git()) else {
             return Vec::new();
         };
         let header = String::from_utf8_lossy(c.raw_header_bytes()).to_string();
@@ -692,12 +707,12 @@ impl Repo {
             .lines()
             .take_while(|l| !l.is_empty())
             .filter_map(|l| l.strip_prefix("parent "))
-            .filter_map(|p| Oid::from_str(p.trim()).ok())
+            .filter_map(|p| Oid::from_str(p.trim()).ok().map(CommitId::from_git))
             .collect()
     }
 
     /// The first parent of a commit, also across a shallow clone's boundary (see [`Repo::parents`]).
-    pub fn first_parent(&self, oid: Oid) -> Option<Oid> {
+    pub fn first_parent(&self, oid: CommitId) -> Option<CommitId> {
         self.parents(oid).first().copied()
     }
 
@@ -710,9 +725,9 @@ impl Repo {
     /// When fetching more history fails.
     pub fn skip_own_commits(
         &self,
-        mut tip: Oid,
+        mut tip: CommitId,
         fetch: Option<&FetchOptions>,
-    ) -> Result<Oid, SourceError> {
+    ) -> Result<CommitId, SourceError> {
         let mut depth = fetch.and_then(|f| f.depth).unwrap_or(1).max(1);
         for _ in 0..100 {
             let own = self
@@ -739,7 +754,7 @@ impl Repo {
     /// Whether `new` descends from `old` (or is it), that is whether a branch that moved from `old`
     /// to `new` moved forward, or was rewritten (force-pushed). In a shallow cache the answer may be
     /// unknown: history beyond the boundary is not there to look at.
-    pub fn ancestry(&self, new: Oid, old: Oid) -> Ancestry {
+    pub fn ancestry(&self, new: CommitId, old: CommitId) -> Ancestry {
         if new == old {
             return Ancestry::Descends;
         }
@@ -752,7 +767,7 @@ impl Repo {
                     Ancestry::Unknown
                 };
             }
-            return match self.repo.graph_descendant_of(new, old) {
+            return match self.repo.graph_descendant_of(new.git(), old.git()) {
                 Ok(true) => Ancestry::Descends,
                 Ok(false) => Ancestry::Rewritten,
                 Err(_) => Ancestry::Unknown,
@@ -789,17 +804,12 @@ impl Repo {
     ///
     /// # Errors
     /// When the commit cannot be read.
-    pub fn commit_message(&self, oid: Oid) -> Result<String, SourceError> {
+    pub fn commit_message(&self, oid: CommitId) -> Result<String, SourceError> {
         let c = self
             .repo
-            .find_commit(oid)
+            .find_commit(oid.git())
             .map_err(|source| self.read_err(oid.to_string(), source))?;
         Ok(String::from_utf8_lossy(c.message_bytes()).to_string())
-    }
-
-    /// The underlying libgit2 repository, for the status writer.
-    pub fn raw(&self) -> &Repository {
-        &self.repo
     }
 }
 
