@@ -2,9 +2,14 @@
 //! zero and maxUnavailable 100%, three ways, each timed from the first write until every pod runs the
 //! new image and is ready:
 //!
-//! - `hotsync sync` (in process: apply with the hold, wait for the revision, guarded patches, release);
+//! - `hotsync sync` (in process: apply with the hold, wait for the revision, Kruise's in-place protocol
+//!   per pod, release);
 //! - a `kubectl patch` loop over the pods (what an operator would script);
-//! - a raw client sending the same JSON patches concurrently (64 in flight), the ceiling.
+//! - a raw client sending the same writes concurrently (64 in flight), the ceiling.
+//!
+//! Both baselines make the writes of hotsync's protocol per pod (the gate False, the images, the state
+//! completed, the gate True), each kind for all pods at once: a ceiling, since hotsync walks each pod
+//! through them on its own.
 //!
 //! Run with `cargo bench --bench rollout` (optionally `-- 500` for the pod count). Needs the API server
 //! that scripts/build-kube.sh builds.
@@ -149,10 +154,53 @@ async fn hold_and_revision(client: &Client, name: &str, n: usize, image: &str) -
 }
 
 fn pod_patch(image: &str, revision: &str) -> serde_json::Value {
-    json!([
-        {"op": "replace", "path": "/spec/containers/1/image", "value": image},
-        {"op": "replace", "path": format!("/metadata/labels/{LABEL_REVISION_HASH}"), "value": revision},
-    ])
+    json!({
+        "metadata": {
+            "labels": {LABEL_REVISION_HASH: revision},
+            "annotations": {"apps.kruise.io/inplace-update-state": state_annotation(revision)},
+        },
+        "spec": {"containers": [{"name": "sidecar", "image": image}]},
+    })
+}
+
+/// The writes hotsync makes per pod on a set without a lifecycle hook or grace, made by the hand-made
+/// clients too: `InPlaceUpdateReady` False (pods/status), the images with the revision label and
+/// Kruise's state annotation, once restarted a metadata patch (the state as completed), and the gate
+/// True again (pods/status).
+fn gate(status: &str) -> serde_json::Value {
+    json!({"status": {"conditions": [{"type": "InPlaceUpdateReady", "status": status}]}})
+}
+
+fn state_annotation(revision: &str) -> String {
+    json!({"revision": revision, "updateTimestamp": "2026-01-01T00:00:00Z", "updateImages": true})
+        .to_string()
+}
+
+fn finish_patch(revision: &str) -> serde_json::Value {
+    json!({"metadata": {"annotations": {"apps.kruise.io/inplace-update-state": json!({
+        "revision": revision, "updateTimestamp": "2026-01-01T00:00:00Z", "updateImages": true,
+        "containerBatchesRecord": []}).to_string()}}})
+}
+
+/// Polls until every pod of the set runs `image` in a ready container (the pod itself cannot be Ready
+/// while its gate is False).
+async fn all_restarted(client: &Client, name: &str, n: usize, image: &str) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let lp = ListParams::default().labels(&format!("{LABEL_OWNER_GSS}={name}"));
+    loop {
+        let pods = api.list(&lp).await.expect("list").items;
+        let done = pods
+            .iter()
+            .filter(|p| {
+                hotsync::live::container_status(p, "sidecar")
+                    .is_some_and(|s| s.image == image && s.ready)
+            })
+            .count();
+        if done == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Polls until every pod of the set asks for `image` in its spec: the end of the patch phase.
@@ -248,20 +296,45 @@ fn main() {
         let patched = tokio::spawn(all_patched(client.clone(), "raw".into(), n, image.into()));
         let rev = hold_and_revision(&client, "raw", n, image).await;
         let api: Api<Pod> = Api::namespaced(client.clone(), NS);
-        futures::stream::iter(names)
-            .map(|name| {
-                let api = api.clone();
-                let patch: json_patch::Patch =
-                    serde_json::from_value(pod_patch(image, &rev)).expect("patch");
-                async move {
-                    api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
-                        .await
-                        .expect("pod patch")
-                }
-            })
-            .buffer_unordered(64)
-            .collect::<Vec<_>>()
-            .await;
+        let concurrently = |what: &'static str, names: Vec<String>, rev: String| {
+            let api = api.clone();
+            async move {
+                futures::stream::iter(names)
+                    .map(|name| {
+                        let (api, rev) = (api.clone(), rev.clone());
+                        async move {
+                            let pp = PatchParams::default();
+                            let r = match what {
+                                "not ready" => api
+                                    .patch_status(&name, &pp, &Patch::Strategic(gate("False")))
+                                    .await
+                                    .map(drop),
+                                "images" => api
+                                    .patch(&name, &pp, &Patch::Strategic(pod_patch(image, &rev)))
+                                    .await
+                                    .map(drop),
+                                "finish" => api
+                                    .patch(&name, &pp, &Patch::Merge(finish_patch(&rev)))
+                                    .await
+                                    .map(drop),
+                                _ => api
+                                    .patch_status(&name, &pp, &Patch::Strategic(gate("True")))
+                                    .await
+                                    .map(drop),
+                            };
+                            r.unwrap_or_else(|e| panic!("{what} {name}: {e}"))
+                        }
+                    })
+                    .buffer_unordered(64)
+                    .collect::<Vec<_>>()
+                    .await
+            }
+        };
+        concurrently("not ready", names.clone(), rev.clone()).await;
+        concurrently("images", names.clone(), rev.clone()).await;
+        all_restarted(&client, "raw", n, image).await;
+        concurrently("finish", names.clone(), rev.clone()).await;
+        concurrently("ready", names.clone(), rev.clone()).await;
         all_on(&client, "raw", n, image).await;
         let raw_time = t.elapsed();
         let raw_patch = patched.await.expect("watch").duration_since(t);
@@ -272,26 +345,46 @@ fn main() {
         let t = Instant::now();
         let patched = tokio::spawn(all_patched(client.clone(), "kubectl".into(), n, image.into()));
         let rev = hold_and_revision(&client, "kubectl", n, image).await;
-        let patch = pod_patch(image, &rev).to_string();
-        for name in &names {
+        let kubectl = |name: &str, args: &[&str]| {
             let ok = std::process::Command::new("kubectl")
                 .arg("--kubeconfig")
                 .arg(cluster.kubeconfig())
-                .args([
-                    "-n", NS, "patch", "pod", name, "--type", "json", "-p", &patch,
-                ])
+                .args(["-n", NS, "patch", "pod", name])
+                .args(args)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
-            assert!(ok, "kubectl patch {name}");
+            assert!(ok, "kubectl patch {name} {args:?}");
+        };
+        let (not_ready, ready) = (gate("False").to_string(), gate("True").to_string());
+        let (patch, finish) = (
+            pod_patch(image, &rev).to_string(),
+            finish_patch(&rev).to_string(),
+        );
+        for name in &names {
+            kubectl(name, &["--subresource", "status", "--type", "strategic", "-p", &not_ready]);
+            kubectl(name, &["--type", "strategic", "-p", &patch]);
+        }
+        all_restarted(&client, "kubectl", n, image).await;
+        for name in &names {
+            kubectl(name, &["--type", "merge", "-p", &finish]);
+            kubectl(name, &["--subresource", "status", "--type", "strategic", "-p", &ready]);
         }
         all_on(&client, "kubectl", n, image).await;
         let kubectl_time = t.elapsed();
         let kubectl_patch = patched.await.expect("watch").duration_since(t);
 
+        let writes = &report.sets[0].writes;
         println!("hot update of {n} pods, maxUnavailable 100%, simulated delays 0 (seconds from the first write):");
+        println!(
+            "  hotsync's writes: {} ok, {} API errors, {} timeouts; each baseline makes 4 per pod ({})",
+            writes.ok,
+            writes.api_error,
+            writes.timeout,
+            4 * n
+        );
         println!("  {:<22}{:>14}{:>22}", "", "all patched", "all restarted + ready");
         for (what, patch, all) in [
             ("hotsync sync", hotsync_patch, hotsync_time),
