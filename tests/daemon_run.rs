@@ -367,6 +367,28 @@ async fn health_readiness_and_metrics_answer_as_documented() {
     daemon.shutdown().await;
 }
 
+/// Waits until the daemon has not synced for five of its intervals (300 ms): nothing is requeued.
+async fn settled(env: &TestEnv, addr: std::net::SocketAddr) {
+    let syncs = || async move {
+        let (_, body) = harness::http(addr, "GET", "/metrics", &[], b"").await;
+        body.lines()
+            .filter(|l| l.starts_with("hotsync_syncs_total"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    env.eventually("the daemon to settle", CONVERGE, || async {
+        let before = syncs().await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let after = syncs().await;
+        if !before.is_empty() && before == after {
+            Ok(())
+        } else {
+            Err(format!("{before:?} -> {after:?}"))
+        }
+    })
+    .await;
+}
+
 async fn drift_case(heal: bool) {
     let env = harness::env(if heal {
         "drift healed"
@@ -394,7 +416,9 @@ async fn drift_case(heal: bool) {
         .find(|p| p.name_any() == "minecraft-1")
         .and_then(|p| p.metadata.uid.clone())
         .unwrap_or_else(|| panic!("minecraft-1"));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Once the daemon looks at the set no more (a set still Progressing is re-checked, and a re-check
+    // brings every pod to Git: that is the rollout, not drift).
+    settled(&env, daemon.addr).await;
     let out = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&env.kubeconfig)
