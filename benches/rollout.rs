@@ -98,6 +98,11 @@ async fn create(client: &Client, name: &str, n: usize) -> tempfile::TempDir {
 }
 
 async fn all_on(client: &Client, name: &str, n: usize, image: &str) {
+    wait_all(client, name, n, image, true).await;
+}
+
+/// Polls until every pod of the set runs `image` in a ready container and, with `pod_ready`, is Ready.
+async fn wait_all(client: &Client, name: &str, n: usize, image: &str, pod_ready: bool) {
     let api: Api<Pod> = Api::namespaced(client.clone(), NS);
     let lp = ListParams::default().labels(&format!("{LABEL_OWNER_GSS}={name}"));
     loop {
@@ -107,7 +112,7 @@ async fn all_on(client: &Client, name: &str, n: usize, image: &str) {
             .filter(|p| {
                 hotsync::live::container_status(p, "sidecar")
                     .is_some_and(|s| s.image == image && s.ready)
-                    && hotsync::live::is_ready(p)
+                    && (!pod_ready || hotsync::live::is_ready(p))
             })
             .count();
         if done == n {
@@ -185,22 +190,7 @@ fn finish_patch(revision: &str) -> serde_json::Value {
 /// Polls until every pod of the set runs `image` in a ready container (the pod itself cannot be Ready
 /// while its gate is False).
 async fn all_restarted(client: &Client, name: &str, n: usize, image: &str) {
-    let api: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let lp = ListParams::default().labels(&format!("{LABEL_OWNER_GSS}={name}"));
-    loop {
-        let pods = api.list(&lp).await.expect("list").items;
-        let done = pods
-            .iter()
-            .filter(|p| {
-                hotsync::live::container_status(p, "sidecar")
-                    .is_some_and(|s| s.image == image && s.ready)
-            })
-            .count();
-        if done == n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_all(client, name, n, image, false).await;
 }
 
 /// Polls until every pod of the set asks for `image` in its spec: the end of the patch phase.
