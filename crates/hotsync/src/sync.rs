@@ -4,6 +4,7 @@
 //! half-loaded repository is never made. Each set then syncs on its own; one set's failure is reported
 //! and never stops the others.
 
+use crate::git::CommitId;
 use crate::live::{self, ClusterError};
 use crate::manifest::SetKey;
 use crate::manifest::{LoadOptions, Severity};
@@ -42,7 +43,7 @@ pub struct SyncTarget {
     /// The commit synced before. When the commit synced now does not descend from it, the branch was
     /// force-pushed: the report says so. `None`: the commit the cache clone's remote-tracking branch
     /// held before this fetch, when there is one.
-    pub previous: Option<crate::git::CommitId>,
+    pub previous: Option<CommitId>,
     /// Sync only these sets (the daemon's requeue and drift); `None`: every set.
     pub only: Option<std::collections::BTreeSet<SetKey>>,
     /// Sets known to be in step, by what they were synced at: a set whose manifest and live
@@ -156,9 +157,7 @@ pub async fn load_target(opts: &SyncOptions, target: &SyncTarget) -> Result<Desi
             (None, true) => "origin/main".to_string(),
             (None, false) => "HEAD".to_string(),
         };
-        let read = |repo: &Repo,
-                    before: Option<crate::git::CommitId>|
-         -> Result<Desired, SourceError> {
+        let read = |repo: &Repo, before: Option<CommitId>| -> Result<Desired, SourceError> {
             let commit = match &target.revision {
                 Some(rev) if remote => repo.resolve_on_remote(rev, opts.fetch.depth)?,
                 Some(rev) => repo.resolve(rev)?,
@@ -207,8 +206,8 @@ const FORCE_PUSH_LOOKBACK: i32 = 32;
 /// shallow cache, more history is fetched when the answer lies beyond its boundary.
 fn force_pushed(
     repo: &Repo,
-    new: crate::git::CommitId,
-    old: crate::git::CommitId,
+    new: CommitId,
+    old: CommitId,
     fetch: &crate::source::FetchOptions,
     branch: &str,
 ) -> bool {

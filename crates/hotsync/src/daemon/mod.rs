@@ -19,6 +19,7 @@ pub mod lease;
 pub mod metrics;
 pub mod trigger;
 
+use crate::git::CommitId;
 use crate::live::ClusterError;
 use crate::manifest::SetKey;
 use crate::rollout::{Outcome, Progress};
@@ -199,11 +200,7 @@ pub async fn run(
         let mut stop = shutdown.clone();
         tasks.spawn(async move {
             tokio::select! {
-                _ = d.run() => if *stop.borrow() {
-                    ("drift", Ok(()))
-                } else {
-                    ("drift", Err(DaemonError::TaskDied { task: "drift watch" }))
-                },
+                _ = d.run() => ("drift", Err(DaemonError::TaskDied { task: "drift watch" })),
                 _ = stopped(&mut stop) => ("drift", Ok(())),
             }
         });
@@ -263,8 +260,9 @@ pub async fn run(
         let stopping = *shutdown.borrow();
         match joined {
             Ok((_, Ok(()))) if stopping => {}
-            // A task that ends because another one stopped first (drift's input closes with the sync
-            // loop) while the daemon stops: no death.
+            // A task that ends because another one stopped first while the daemon stops (the election
+            // gives the lease up and closes the sync loop's channel; drift's input closes with the
+            // sync loop): no death.
             Ok((_, Err(DaemonError::TaskDied { .. }))) if stopping => {}
             Ok((task, Ok(()))) => {
                 result = Err(DaemonError::TaskDied { task });
@@ -342,16 +340,16 @@ struct SyncLoop {
     leading: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
     /// The tip last synced: a poll that finds it again does nothing.
-    last_tip: Option<crate::git::CommitId>,
+    last_tip: Option<CommitId>,
     /// The tip whose sync failed last, retried only once the backoff has passed.
-    failed_tip: Option<crate::git::CommitId>,
+    failed_tip: Option<CommitId>,
     /// Consecutive syncs that could not read Git or the cluster, for backoff.
     failures: u32,
     /// Consecutive polls that could not reach the repository, for the poll's backoff.
     poll_failures: u32,
     /// The commit of the last sync that applied Git to the cluster: a new commit that does not descend
     /// from it means the branch was force-pushed.
-    previous: Option<crate::git::CommitId>,
+    previous: Option<CommitId>,
     /// Sets synced to completion, by what they were synced at.
     in_step: BTreeMap<SetKey, InStep>,
     /// When each set not finished is looked at again.
@@ -420,11 +418,6 @@ impl SyncLoop {
                 }
                 changed = self.leading.changed() => {
                     if changed.is_err() {
-                        // The election gives the lease up and ends when the daemon stops: only an
-                        // end without a stop is a death.
-                        if *self.shutdown.borrow() {
-                            return Ok(());
-                        }
                         return Err(DaemonError::TaskDied { task: "lease" });
                     }
                     Trigger::Leadership(*self.leading.borrow())
@@ -581,7 +574,7 @@ impl SyncLoop {
 
     /// The commit the cache clone last fetched for the branch, from an earlier run: what a first sync
     /// compares with to tell a force-push.
-    async fn cached_tip(&self) -> Option<crate::git::CommitId> {
+    async fn cached_tip(&self) -> Option<CommitId> {
         let (opts, branch) = (self.cfg.sync.clone(), self.cfg.branch.clone());
         if !crate::source::is_remote(&opts.repo) {
             return None;
@@ -603,19 +596,18 @@ impl SyncLoop {
     /// hotsync's own (status commits on the tracked branch) are stepped over: the tip that counts is
     /// the newest commit a person made. In a shallow cache, more history is fetched when a status
     /// commit's parent lies beyond the boundary; a corrupt cache is cloned again.
-    async fn tip(&self) -> Result<Option<crate::git::CommitId>, SourceError> {
+    async fn tip(&self) -> Result<Option<CommitId>, SourceError> {
         let opts = self.cfg.sync.clone();
         let branch = self.cfg.branch.clone();
         let last = self.last_tip;
-        let joined = tokio::task::spawn_blocking(
-            move || -> Result<Option<crate::git::CommitId>, SourceError> {
-                let step_over_own =
-                    |repo: &Repo, tip: crate::git::CommitId| -> Result<_, SourceError> {
-                        if !repo.has_commit(tip) {
-                            repo.fetch(&opts.fetch)?;
-                        }
-                        repo.skip_own_commits(tip, Some(&opts.fetch))
-                    };
+        let joined =
+            tokio::task::spawn_blocking(move || -> Result<Option<CommitId>, SourceError> {
+                let step_over_own = |repo: &Repo, tip: CommitId| -> Result<_, SourceError> {
+                    if !repo.has_commit(tip) {
+                        repo.fetch(&opts.fetch)?;
+                    }
+                    repo.skip_own_commits(tip, Some(&opts.fetch))
+                };
                 if !crate::source::is_remote(&opts.repo) {
                     let repo = Repo::open(std::path::Path::new(&opts.repo))?;
                     let tip = repo.resolve(&branch).or_else(|_| repo.resolve("HEAD")).ok();
@@ -634,9 +626,8 @@ impl SyncLoop {
                         step_over_own(repo, tip)
                     })?;
                 Ok(Some(tip))
-            },
-        )
-        .await;
+            })
+            .await;
         joined.unwrap_or_else(|e| {
             Err(SourceError::Cache {
                 path: std::path::PathBuf::from("<repository reader>"),
@@ -650,7 +641,7 @@ impl SyncLoop {
     async fn sync_once(
         &mut self,
         only: Option<BTreeSet<SetKey>>,
-        tip: Option<crate::git::CommitId>,
+        tip: Option<CommitId>,
     ) -> Vec<Next> {
         self.busy.store(true, Ordering::SeqCst);
         let started = std::time::Instant::now();
@@ -728,7 +719,7 @@ impl SyncLoop {
                 self.record(&report, full);
                 self.desired_changed.send_modify(|v| *v = v.wrapping_add(1));
                 // The commit was read, whatever its manifests say: a force-push is told once.
-                if let Ok(sha) = report.source.sha.parse::<crate::git::CommitId>() {
+                if let Ok(sha) = report.source.sha.parse::<CommitId>() {
                     self.previous = Some(sha);
                 }
                 if let Some(old) = &report.force_pushed_from {
