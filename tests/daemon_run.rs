@@ -419,6 +419,24 @@ async fn drift_case(heal: bool) {
     // Once the daemon looks at the set no more (a set still Progressing is re-checked, and a re-check
     // brings every pod to Git: that is the rollout, not drift).
     settled(&env, daemon.addr).await;
+    // Whether the kubelet ever ran the hacked image: each run of an image is one restart.
+    // (ran it, the last resourceVersion the watch saw)
+    let ran_hacked = std::sync::Arc::new(std::sync::Mutex::new((false, String::new())));
+    let seen = ran_hacked.clone();
+    let pods_api: kube::Api<Pod> = env.api();
+    let watch = tokio::spawn(async move {
+        use futures::StreamExt as _;
+        let cfg = kube::runtime::watcher::Config::default().fields("metadata.name=minecraft-1");
+        let mut stream = kube::runtime::watcher(pods_api, cfg).boxed();
+        while let Some(Ok(ev)) = stream.next().await {
+            if let kube::runtime::watcher::Event::Apply(p) = ev {
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                seen.0 |= hotsync::live::container_status(&p, "sidecar")
+                    .is_some_and(|s| s.image.ends_with(":hacked"));
+                seen.1 = p.metadata.resource_version.clone().unwrap_or_default();
+            }
+        }
+    });
     let out = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&env.kubeconfig)
@@ -476,14 +494,27 @@ async fn drift_case(heal: bool) {
             Some(uid.as_str()),
             "healed in place"
         );
+        let rv = healed.metadata.resource_version.clone().unwrap_or_default();
+        env.eventually("the watch to see the healed pod", CONVERGE, || async {
+            let seen = ran_hacked.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.1 == rv {
+                Ok(())
+            } else {
+                Err(format!("{} != {rv}", seen.1))
+            }
+        })
+        .await;
+        watch.abort();
         // One restart for the hack and one for the heal; none at all when the heal came before the
         // kubelet got to the hacked image (it then sees its own spec unchanged).
-        let restarts = sidecar_restarts(healed);
-        assert!(
-            restarts == 0 || restarts == 2,
-            "{restarts} restarts of the sidecar"
+        let hacked = ran_hacked.lock().unwrap_or_else(|e| e.into_inner()).0;
+        assert_eq!(
+            sidecar_restarts(healed),
+            if hacked { 2 } else { 0 },
+            "one restart for the hack (run: {hacked}), one for the heal"
         );
     } else {
+        watch.abort();
         tokio::time::sleep(Duration::from_secs(2)).await;
         let pods = env.pods("minecraft").await;
         let p = pods
