@@ -3,7 +3,8 @@
 # processes (kubelet, scheduler, controller-manager, every container and shim, containerd, the
 # registry), the mounts under DIR/node, the bridge and the pods' veths, the directories it created
 # outside DIR (recorded at start), then DIR/node itself (with the pod logs: containerd and the kubelet
-# see DIR/node/log as /var/log in a mount namespace of their own). Idempotent; called by scripts/stop-cluster.sh before the API server stops.
+# see DIR/node/log as /var/log in a mount namespace of their own). Idempotent; called by
+# scripts/stop-cluster.sh before the API server stops.
 #
 # Usage: scripts/stop-node.sh DIR
 set -uo pipefail
