@@ -164,6 +164,8 @@ pub struct LoadOptions {
     /// When not empty, the only namespaces a manifest may name (`--allow-namespace`): a set elsewhere
     /// is an error, so that `plan` reports it and `sync` applies nothing.
     pub allowed_namespaces: Vec<String>,
+    /// How Kustomize overlays are rendered.
+    pub kustomize: crate::render::kustomize::KustomizeOptions,
 }
 
 impl Default for LoadOptions {
@@ -172,6 +174,7 @@ impl Default for LoadOptions {
             default_namespace: "default".to_string(),
             max_file_bytes: 1024 * 1024,
             allowed_namespaces: Vec::new(),
+            kustomize: Default::default(),
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The review path: load two revisions of a repository and plan the change between them.
 //!
-//! Only files that differ between the two commits are read and parsed: sets are matched by namespace
-//! and name across files, so a set moved from one file to another is no change, and the cost of a plan
-//! follows the size of the change rather than the size of the repository.
+//! Only files that differ between the two commits are read and parsed, and only the Kustomize overlays
+//! that read a changed file are rendered: sets are matched by namespace and name across files and
+//! overlays, so a set moved from one file to another is no change, and the cost of a plan follows the
+//! size of the change rather than the size of the repository.
 
 use crate::manifest::LoadOptions;
 use crate::plan::{Plan, Revision};
+use crate::render::kustomize::{Layout, Overlay};
 use crate::source::{Repo, SourceError};
 
 /// Plans the change from `base` to `head` (both already resolved) under `dir`.
@@ -22,11 +24,58 @@ pub fn plan_between(
     let base_oid = oid(repo, &base)?;
     let head_oid = oid(repo, &head)?;
     let changed = repo.changed_files(base_oid, head_oid, dir)?;
-    let old_files: Vec<_> = changed.iter().filter_map(|c| c.old.clone()).collect();
-    let new_files: Vec<_> = changed.iter().filter_map(|c| c.new.clone()).collect();
+    // The overlays on each side, and the files they read: those are no plain manifests.
+    let old_layout = crate::source::layout_under(repo, base_oid, dir, opts)?;
+    let new_layout = crate::source::layout_under(repo, head_oid, dir, opts)?;
+    let old_files: Vec<_> = changed
+        .iter()
+        .filter_map(|c| c.old.clone())
+        .filter(|f| !old_layout.owns(&f.path))
+        .collect();
+    let new_files: Vec<_> = changed
+        .iter()
+        .filter_map(|c| c.new.clone())
+        .filter(|f| !new_layout.owns(&f.path))
+        .collect();
     let mut old = crate::source::load_files(repo, &old_files, opts)?;
-    old.finish();
     let mut new = crate::source::load_files(repo, &new_files, opts)?;
+    if !(old_layout.is_empty() && new_layout.is_empty()) {
+        // An overlay is rendered, on both sides, when a file it reads on either side changed (a
+        // shared base shows in every overlay that reads it), or when it exists on one side only.
+        let paths = repo.changed_paths(base_oid, head_oid)?;
+        let touched = |l: &Layout, d: &str| {
+            l.roots
+                .iter()
+                .find(|o| o.dir == d)
+                .is_none_or(|o| o.inputs.iter().any(|i| paths.contains(i)))
+        };
+        let dirs: std::collections::BTreeSet<&str> = old_layout
+            .roots
+            .iter()
+            .chain(&new_layout.roots)
+            .map(|o| o.dir.as_str())
+            .filter(|d| touched(&old_layout, d) || touched(&new_layout, d))
+            .collect();
+        fn pick<'a>(l: &'a Layout, dirs: &std::collections::BTreeSet<&str>) -> Vec<&'a Overlay> {
+            l.roots
+                .iter()
+                .filter(|o| dirs.contains(o.dir.as_str()))
+                .collect()
+        }
+        old.extend(crate::source::render_overlays(
+            repo,
+            base_oid,
+            &pick(&old_layout, &dirs),
+            opts,
+        )?);
+        new.extend(crate::source::render_overlays(
+            repo,
+            head_oid,
+            &pick(&new_layout, &dirs),
+            opts,
+        )?);
+    }
+    old.finish();
     new.finish();
     // A set whose file failed to parse on one side must not show up as created or deleted: drop the
     // other side of every set defined in a file with errors, and let the errors speak.

@@ -23,5 +23,6 @@ pub mod trailers;
 
 pub use id::{BlobId, CommitId, InvalidId};
 pub use repo::{
-    is_remote, Ancestry, ChangedFile, CommitInfo, FetchOptions, Repo, SourceError, TreeFile,
+    is_remote, Ancestry, ChangedFile, CommitInfo, FetchOptions, PathEntry, Repo, SourceError,
+    TreeFile,
 };

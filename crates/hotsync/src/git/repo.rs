@@ -105,6 +105,13 @@ pub struct TreeFile {
     pub symlink: bool,
 }
 
+/// What a path of a commit is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathEntry {
+    File(TreeFile),
+    Dir,
+}
+
 /// A manifest file that differs between two commits; `None` where the file is absent on that side.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChangedFile {
@@ -590,6 +597,89 @@ impl Repo {
         .map_err(|source| self.read_err(format!("tree of {commit}"), source))?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(files)
+    }
+
+    /// The paths of the files under `dir` at `commit` whose name is one of `names`, sorted; nothing
+    /// else of the walk is kept.
+    ///
+    /// # Errors
+    /// When the commit or the path cannot be read.
+    pub fn files_named(
+        &self,
+        commit: CommitId,
+        dir: &str,
+        names: &[&str],
+    ) -> Result<Vec<String>, SourceError> {
+        let tree = self.subtree(commit, dir)?;
+        let prefix = normalise_dir(dir);
+        let mut out = Vec::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
+            if entry.kind() == Some(git2::ObjectType::Blob)
+                && entry.name().is_ok_and(|n| names.contains(&n))
+            {
+                out.push(join(
+                    &prefix,
+                    &format!("{root}{}", entry.name().unwrap_or_default()),
+                ));
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(|source| self.read_err(format!("tree of {commit}"), source))?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// What `path` is at `commit`: a file, a directory, or nothing.
+    ///
+    /// # Errors
+    /// When the commit cannot be read.
+    pub fn entry(&self, commit: CommitId, path: &str) -> Result<Option<PathEntry>, SourceError> {
+        let tree = self.subtree(commit, "")?;
+        let path = normalise_dir(path);
+        if path.is_empty() {
+            return Ok(Some(PathEntry::Dir));
+        }
+        let Ok(entry) = tree.get_path(Path::new(&path)) else {
+            return Ok(None);
+        };
+        Ok(match entry.kind() {
+            Some(git2::ObjectType::Tree) => Some(PathEntry::Dir),
+            Some(git2::ObjectType::Blob) => Some(PathEntry::File(TreeFile {
+                path,
+                blob: BlobId::from_git(entry.id()),
+                symlink: entry.filemode() == 0o120000,
+            })),
+            _ => None,
+        })
+    }
+
+    /// Every path of the repository (any file, anywhere) that differs between two commits: what a
+    /// renderer's inputs are checked against. Unchanged subtrees are skipped by their tree ids.
+    ///
+    /// # Errors
+    /// When either commit cannot be read.
+    pub fn changed_paths(
+        &self,
+        base: CommitId,
+        head: CommitId,
+    ) -> Result<std::collections::BTreeSet<String>, SourceError> {
+        let old = self.subtree(base, "")?;
+        let new = self.subtree(head, "")?;
+        let mut opts = git2::DiffOptions::new();
+        opts.skip_binary_check(true);
+        let diff = self
+            .repo
+            .diff_tree_to_tree(Some(&old), Some(&new), Some(&mut opts))
+            .map_err(|source| self.read_err(format!("diff {base}..{head}"), source))?;
+        let mut out = std::collections::BTreeSet::new();
+        for delta in diff.deltas() {
+            for f in [delta.old_file(), delta.new_file()] {
+                if let Some(p) = f.path() {
+                    out.insert(p.to_string_lossy().to_string());
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Manifest files under `dir` that differ between two commits. Unchanged subtrees are skipped by

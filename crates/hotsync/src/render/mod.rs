@@ -1,11 +1,14 @@
 //! The render step, between the files read from Git at a commit and the manifests parsed from them:
-//! the one place where a renderer (Kustomize, Helm) plugs in. Today's renderer, [`PlainYaml`], hands each
-//! file on as it is and reports symlinks, which hotsync never follows.
+//! the one place where a renderer plugs in. [`PlainYaml`] hands each file on as it is and reports
+//! symlinks, which hotsync never follows; [`kustomize::Kustomize`] renders an overlay from the files it
+//! reads.
 //!
 //! Data: [`SourceFile`]s from [`crate::source`] (read by [`crate::git::Repo`]) in; [`RenderedFile`]s and
 //! located diagnostics out, to [`crate::manifest`].
 
 use crate::manifest::{Diagnostic, Severity};
+
+pub mod kustomize;
 
 /// A file as Git holds it at a commit.
 #[derive(Clone, Debug, PartialEq, Eq)]
