@@ -168,3 +168,26 @@ fn validate_passes_on_the_example_repository() {
         "{out}"
     );
 }
+
+#[test]
+fn validate_json_lists_the_sets_and_locates_each_error_as_plan_does() {
+    let mut repo = TempRepo::new();
+    repo.write("sets/minecraft.yaml", &set("InPlaceIfPossible", "v0.1"));
+    repo.write(
+        "sets/broken.yaml",
+        "apiVersion: game.kruise.io/v1alpha1\nkind: GameServerSet\nmetadata:\n  name: broken\nspec:\n  replicas: three\n",
+    );
+    repo.commit_all("one good set, one broken");
+    let (code, out, err) = hotsync(&repo, &["validate", "-o", "json"]);
+    assert_eq!(code, 2, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["sets"][0]["name"], "minecraft");
+    assert_eq!(v["sets"][0]["file"], "sets/minecraft.yaml");
+    let errors = v["errors"].as_array().expect("errors[]");
+    assert_eq!(errors.len(), 1, "{v:#}");
+    assert_eq!(errors[0]["file"], "sets/broken.yaml");
+    assert_eq!(errors[0]["document"], 1);
+    assert!(errors[0]["line"].as_u64().is_some(), "{v:#}");
+    assert!(v["warnings"].is_array());
+}

@@ -15,6 +15,35 @@ pub struct ValidateArgs {
     /// Check the files on disk under --path instead of a commit (for edits not yet committed).
     #[arg(long, conflicts_with = "rev")]
     pub worktree: bool,
+    /// `text` (problems on stderr, a summary on stdout) or `json` (the sets found and the problems,
+    /// in the `errors[]`/`warnings[]` shape of `plan -o json`).
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// `validate -o json`.
+#[derive(serde::Serialize)]
+struct Report {
+    valid: bool,
+    sets: Vec<SetRef>,
+    errors: Vec<hotsync::plan::Located>,
+    warnings: Vec<hotsync::plan::Located>,
+    notes: Vec<hotsync::plan::Located>,
+}
+
+#[derive(serde::Serialize)]
+struct SetRef {
+    namespace: String,
+    name: String,
+    file: String,
+    document: usize,
+    line: usize,
 }
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<i32> {
@@ -26,14 +55,40 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<i32> {
         let commit = repo.resolve(&args.rev)?;
         hotsync::source::load_at(&repo, commit, &args.source.path, &opts)?
     };
-    for d in &manifests.diagnostics {
-        eprintln!("{d}");
-    }
     let errors = manifests
         .diagnostics
         .iter()
         .filter(|d| d.severity == hotsync::manifest::Severity::Error)
         .count();
+    if args.output == Format::Json {
+        let mut plan = hotsync::plan::Plan::default();
+        plan.add_diagnostics(&manifests.diagnostics);
+        let report = Report {
+            valid: errors == 0,
+            sets: manifests
+                .sets
+                .iter()
+                .map(|s| {
+                    let key = s.key();
+                    SetRef {
+                        namespace: key.namespace.clone(),
+                        name: key.name.clone(),
+                        file: s.origin.file.clone(),
+                        document: s.origin.document,
+                        line: s.origin.line,
+                    }
+                })
+                .collect(),
+            errors: plan.errors,
+            warnings: plan.warnings,
+            notes: plan.notes,
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(if errors > 0 { 2 } else { 0 });
+    }
+    for d in &manifests.diagnostics {
+        eprintln!("{d}");
+    }
     println!(
         "{} GameServerSet(s) valid, {} error(s).",
         manifests.sets.len(),
