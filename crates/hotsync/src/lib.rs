@@ -5,6 +5,8 @@
 pub mod daemon;
 /// Semantic diff of two sets and the classification of each change.
 pub mod diff;
+/// Byte-preserving edits of manifest files (`hotsync set-image`).
+pub mod edit;
 /// Every use of libgit2: repositories, fetches, credentials, known_hosts, redaction, trailers, pushes.
 pub mod git;
 /// Container image references as kubelets report them.
