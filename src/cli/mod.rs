@@ -3,10 +3,12 @@
 mod demo;
 mod plan;
 mod run;
+mod set_image;
 mod sim;
 mod status;
 mod sync;
 mod validate;
+mod wait;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -27,6 +29,8 @@ pub enum Command {
     Run(run::RunArgs),
     Sync(sync::SyncArgs),
     Validate(validate::ValidateArgs),
+    SetImage(set_image::SetImageArgs),
+    Wait(wait::WaitArgs),
     Sim(sim::SimArgs),
 }
 
@@ -58,6 +62,15 @@ pub struct SourceArgs {
     #[arg(long, env = "HOTSYNC_FETCH_DEPTH", value_name = "N",
           value_parser = clap::value_parser!(i32).range(0..))]
     pub fetch_depth: Option<i32>,
+    /// The binary that renders Kustomize overlays (directories holding a kustomization.yaml):
+    /// `kustomize` (run as `kustomize build`) or `kubectl` (`kubectl kustomize`); by default
+    /// `kustomize` when it is on PATH, else `kubectl`.
+    #[arg(long, env = "HOTSYNC_KUSTOMIZE_BIN", value_name = "PATH")]
+    pub kustomize_bin: Option<PathBuf>,
+    /// Let kustomize fetch remote bases (URLs in resources); refused by default, so that what is
+    /// rendered comes from the repository alone.
+    #[arg(long, env = "HOTSYNC_KUSTOMIZE_ALLOW_REMOTE")]
+    pub kustomize_allow_remote: bool,
 }
 
 impl SourceArgs {
@@ -65,6 +78,11 @@ impl SourceArgs {
         hotsync::manifest::LoadOptions {
             default_namespace: self.namespace.clone(),
             allowed_namespaces: self.allow_namespace.clone(),
+            kustomize: hotsync::render::kustomize::KustomizeOptions {
+                bin: self.kustomize_bin.clone(),
+                allow_remote: self.kustomize_allow_remote,
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -158,7 +176,11 @@ pub enum Output {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     if matches!(
         cli.command,
-        Command::Plan(_) | Command::Sync(_) | Command::Validate(_)
+        Command::Plan(_)
+            | Command::Sync(_)
+            | Command::Validate(_)
+            | Command::Wait(_)
+            | Command::SetImage(_)
     ) {
         // What the library warns about (a corrupt cache cloned again, a force-pushed branch) reaches
         // stderr; the daemon sets its own format.
@@ -170,6 +192,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(args) => run::run(args),
         Command::Sync(args) => sync::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::SetImage(args) => set_image::run(args),
+        Command::Wait(args) => wait::run(args),
         Command::Sim(args) => sim::run(args),
     }
 }
