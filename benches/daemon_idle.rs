@@ -1,8 +1,9 @@
-//! Benchmark: the `hotsync run` daemon idle with 200 GameServerSets and 2,000 pods, and its idle poll
-//! beside `git ls-remote` on the same remote.
+//! Benchmark: the `hotsync run` daemon idle with 200 GameServerSets and 2,000 pods (or as many as
+//! `HOTSYNC_BENCH_SETS` and `HOTSYNC_BENCH_REPLICAS` say: 2,000 and 10 for the figures at scale), one
+//! changed set, a restart, and its idle poll beside `git ls-remote` on the same remote.
 //!
 //! It starts the local API server with the simulated OKG controller and kubelet, makes a Git repository
-//! of 200 sets (10 replicas each, in-place update policy, an engine container and a sidecar) spread over
+//! of the sets (10 replicas each, in-place update policy, an engine container and a sidecar) spread over
 //! 4 namespaces, serves it with `git daemon` on loopback, and runs the real `hotsync run` binary against
 //! the git:// URL (`--interval 1s`, no leader election, no status). Once every set carries the commit and
 //! every pod is ready, and the daemon's polls find the tip unchanged, it measures an idle window:
@@ -10,6 +11,11 @@
 //! - RSS of the daemon process (`VmRSS` sampled every second, `VmHWM`, `/proc/<pid>/smaps_rollup`);
 //! - CPU: utime + stime of the daemon (all threads) over the window's wall time;
 //! - polls done in the window (`hotsync_polls_total` from `/metrics`).
+//!
+//! Then one set's sidecar is bumped and pushed: the time until the daemon has synced that commit and
+//! the set's pods run the new image, and how many sets its sync read from the cluster
+//! (`hotsync_rollouts_total`: the sets in step are skipped). Then the daemon is restarted on the same
+//! cache: the time until its first sync of every set has finished.
 //!
 //! Then the daemon is stopped and an idle poll is timed beside `git ls-remote`, N runs each, interleaved:
 //! `git ls-remote <url> refs/heads/main` with git's default protocol (v2) and with `-c protocol.version=0`
@@ -40,11 +46,42 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const NAMESPACES: usize = 4;
-const SETS: usize = 200;
-const REPLICAS: usize = 10;
-const RSS_GOAL_MB: f64 = 80.0;
 const RATIO_GOAL: f64 = 1.2;
-const CONVERGE: Duration = Duration::from_secs(600);
+
+/// How many sets and replicas: `HOTSYNC_BENCH_SETS` (default 200) and `HOTSYNC_BENCH_REPLICAS`
+/// (default 10).
+#[derive(Clone, Copy)]
+struct Scale {
+    sets: usize,
+    replicas: usize,
+}
+
+impl Scale {
+    fn from_env() -> Scale {
+        Scale {
+            sets: env_or("HOTSYNC_BENCH_SETS", 200) as usize,
+            replicas: env_or("HOTSYNC_BENCH_REPLICAS", 10) as usize,
+        }
+    }
+
+    fn pods(self) -> usize {
+        self.sets * self.replicas
+    }
+
+    /// The goal for the idle daemon's RSS: 80 MB with 200 sets, 150 MB with 2,000.
+    fn rss_goal_mb(self) -> f64 {
+        if self.sets > 200 {
+            150.0
+        } else {
+            80.0
+        }
+    }
+
+    /// How long the first convergence may take: the simulated kubelet starts every pod.
+    fn converge_limit(self) -> Duration {
+        Duration::from_secs(600u64.max(self.pods() as u64 / 8))
+    }
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -53,7 +90,7 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn manifest(ns: &str, name: &str) -> String {
+fn manifest(ns: &str, name: &str, replicas: usize, sidecar: &str) -> String {
     format!(
         "apiVersion: game.kruise.io/v1alpha1
 kind: GameServerSet
@@ -61,7 +98,7 @@ metadata:
   name: {name}
   namespace: {ns}
 spec:
-  replicas: {REPLICAS}
+  replicas: {replicas}
   updateStrategy:
     rollingUpdate:
       podUpdatePolicy: InPlaceIfPossible
@@ -71,7 +108,7 @@ spec:
         - name: engine
           image: registry.example.com/engine:1.0
         - name: sidecar
-          image: registry.example.com/sidecar:v1
+          image: registry.example.com/sidecar:{sidecar}
 "
     )
 }
@@ -100,23 +137,23 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Writes the 200 sets, one file each under `sets/<namespace>/`, commits them on `main` and makes the
+/// Writes the sets, one file each under `sets/<namespace>/`, commits them on `main` and makes the
 /// bare repository `root/repo.git` that `git daemon` serves. Returns the commit.
-fn make_repo(root: &Path) -> String {
+fn make_repo(root: &Path, scale: Scale) -> String {
     let work = root.join("work");
-    for i in 0..SETS {
+    for i in 0..scale.sets {
         let ns = namespace(i % NAMESPACES);
         let dir = work.join("sets").join(&ns);
         std::fs::create_dir_all(&dir).expect("create the work tree");
         std::fs::write(
             dir.join(format!("gs-{i:03}.yaml")),
-            manifest(&ns, &format!("gs-{i:03}")),
+            manifest(&ns, &format!("gs-{i:03}"), scale.replicas, "v1"),
         )
         .expect("write a manifest");
     }
     git(&work, &["init", "-q", "-b", "main"]);
     git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-qm", "200 sets"]);
+    git(&work, &["commit", "-qm", &format!("{} sets", scale.sets)]);
     let commit = git(&work, &["rev-parse", "HEAD"]);
     git(root, &["clone", "-q", "--bare", "work", "repo.git"]);
     commit
@@ -353,7 +390,12 @@ fn mb(kb: u64) -> f64 {
 
 /// Waits until every set carries `commit`, every pod is ready, and the daemon's polls find the tip
 /// unchanged with no sync in between.
-async fn converge(client: &Client, daemon: &mut Daemon, commit: &str) -> Duration {
+async fn converge(
+    client: &Client,
+    daemon: &mut Daemon,
+    commits: &[&str],
+    scale: Scale,
+) -> Duration {
     let start = Instant::now();
     let sets: Api<GameServerSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
@@ -364,8 +406,9 @@ async fn converge(client: &Client, daemon: &mut Daemon, commit: &str) -> Duratio
     loop {
         daemon.check_alive();
         assert!(
-            start.elapsed() < CONVERGE,
-            "not converged within {CONVERGE:?} (last: {last}); the daemon's log ends with:\n{}",
+            start.elapsed() < scale.converge_limit(),
+            "not converged within {:?} (last: {last}); the daemon's log ends with:\n{}",
+            scale.converge_limit(),
             daemon.log_tail()
         );
         if !cluster_ready {
@@ -376,8 +419,9 @@ async fn converge(client: &Client, daemon: &mut Daemon, commit: &str) -> Duratio
                     l.items
                         .iter()
                         .filter(|s| {
-                            s.annotations().get(ANNOTATION_REVISION).map(String::as_str)
-                                == Some(commit)
+                            s.annotations()
+                                .get(ANNOTATION_REVISION)
+                                .is_some_and(|c| commits.contains(&c.as_str()))
                         })
                         .count()
                 })
@@ -395,8 +439,11 @@ async fn converge(client: &Client, daemon: &mut Daemon, commit: &str) -> Duratio
                     (live.len(), ready)
                 })
                 .unwrap_or((0, 0));
-            last = format!("{applied}/{SETS} sets applied, {ready}/{total} pods ready");
-            cluster_ready = applied == SETS && total == SETS * REPLICAS && ready == total;
+            last = format!(
+                "{applied}/{} sets applied, {ready}/{total} pods ready",
+                scale.sets
+            );
+            cluster_ready = applied == scale.sets && total == scale.pods() && ready == total;
         }
         if cluster_ready {
             if let Some(m) = metrics(daemon.addr).await {
@@ -414,6 +461,79 @@ async fn converge(client: &Client, daemon: &mut Daemon, commit: &str) -> Duratio
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until the daemon's last finished sync is of `commit` (its `/metrics`); the time it took.
+async fn synced(daemon: &mut Daemon, commit: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    let label = format!("commit=\"{commit}\"");
+    loop {
+        daemon.check_alive();
+        assert!(
+            start.elapsed() < limit,
+            "no sync of {commit} finished within {limit:?}; the daemon's log ends with:\n{}",
+            daemon.log_tail()
+        );
+        if let Some(m) = metrics(daemon.addr).await {
+            if metric(&m, "hotsync_last_synced_commit_info", &label) >= 1.0 {
+                return start.elapsed();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the daemon has synced `commit` and every pod of `ns/name` runs the bumped sidecar and is
+/// ready; the time it took.
+async fn one_set_rolled_out(
+    client: &Client,
+    daemon: &mut Daemon,
+    ns: &str,
+    name: &str,
+    commit: &str,
+    scale: Scale,
+) -> Duration {
+    let start = Instant::now();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("{LABEL_OWNER_GSS}={name}"));
+    let image = "registry.example.com/sidecar:v2";
+    let mut synced_after = None;
+    loop {
+        daemon.check_alive();
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "{ns}/{name} not rolled out within 300 s; the daemon's log ends with:\n{}",
+            daemon.log_tail()
+        );
+        if synced_after.is_none() {
+            let label = format!("commit=\"{commit}\"");
+            if let Some(m) = metrics(daemon.addr).await {
+                if metric(&m, "hotsync_last_synced_commit_info", &label) >= 1.0 {
+                    synced_after = Some(start.elapsed());
+                }
+            }
+        }
+        let updated = pods
+            .list(&lp)
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|p| {
+                        hotsync::live::container_status(p, "sidecar")
+                            .is_some_and(|s| s.image == image && s.ready)
+                            && hotsync::live::is_ready(p)
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if let Some(t) = synced_after {
+            if updated == scale.replicas {
+                return t.max(start.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -550,6 +670,7 @@ fn main() {
     let n_polls = env_or("HOTSYNC_BENCH_POLLS", 200) as usize;
     let b2b_rounds = env_or("HOTSYNC_BENCH_BACK_TO_BACK_SECS", 10);
     let tck = clock_ticks_per_second();
+    let scale = Scale::from_env();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     rt.block_on(async move {
         let cluster = LocalCluster::start(ClusterOptions::default())
@@ -578,7 +699,7 @@ fn main() {
                 .expect("create a namespace");
         }
         let root = tempfile::tempdir().expect("tempdir");
-        let commit = make_repo(root.path());
+        let commit = make_repo(root.path(), scale);
         let remote = GitDaemon::start(root.path());
         let cache = root.path().join("cache");
 
@@ -591,7 +712,7 @@ fn main() {
             root.path().join("daemon.log"),
         );
         let pid = daemon.pid();
-        let converged = converge(&client, &mut daemon, &commit).await;
+        let converged = converge(&client, &mut daemon, &[&commit], scale).await;
         let settle = Duration::from_secs(5);
         tokio::time::sleep(settle).await;
 
@@ -622,7 +743,41 @@ fn main() {
         let syncs = metric(&m1, "hotsync_syncs_total", "") - metric(&m0, "hotsync_syncs_total", "");
         let cpu_secs = (cpu1 - cpu0) as f64 / tck;
         let cpu_pct = 100.0 * cpu_secs / wall.as_secs_f64();
+
+        // One set changed: the first set's sidecar bumped and pushed. The daemon's next poll syncs that
+        // set alone: the others are in step, by their manifest and live generation, and not read again.
+        let work = root.path().join("work");
+        let (ns0, set0) = (namespace(0), "gs-000");
+        std::fs::write(
+            work.join("sets").join(&ns0).join(format!("{set0}.yaml")),
+            manifest(&ns0, set0, scale.replicas, "v2"),
+        )
+        .expect("write the bumped manifest");
+        git(&work, &["commit", "-qam", "gs-000: sidecar v2"]);
+        let commit2 = git(&work, &["rev-parse", "HEAD"]);
+        let m2 = metrics(daemon.addr).await.expect("metrics before the change");
+        git(&work, &["push", "-q", "../repo.git", "main"]);
+        let one_set = one_set_rolled_out(&client, &mut daemon, &ns0, set0, &commit2, scale).await;
+        let m3 = metrics(daemon.addr).await.expect("metrics after the change");
+        let sets_read = metric(&m3, "hotsync_rollouts_total", "")
+            - metric(&m2, "hotsync_rollouts_total", "");
+        let change_syncs =
+            metric(&m3, "hotsync_syncs_total", "") - metric(&m2, "hotsync_syncs_total", "");
         daemon.stop();
+
+        // A restart: a new daemon on the same cache reads every set again (it knows none in step).
+        let mut restarted = Daemon::start(
+            &remote.url,
+            cluster.kubeconfig(),
+            &cache,
+            "1s",
+            root.path().join("daemon-restarted.log"),
+        );
+        let restart = synced(&mut restarted, &commit2, scale.converge_limit()).await;
+        let mr = metrics(restarted.addr).await.expect("metrics after the restart");
+        let restart_sets = metric(&mr, "hotsync_rollouts_total", "");
+        let restart_rss = proc_status(restarted.pid());
+        restarted.stop();
 
         // An idle poll beside `git ls-remote`, client side.
         let (url, poll_cache, c) = (
@@ -645,7 +800,7 @@ fn main() {
             "1ms",
             root.path().join("daemon-fast.log"),
         );
-        converge(&client, &mut fast, &commit).await;
+        converge(&client, &mut fast, &[&commit, &commit2], scale).await;
         let per_round = (n_polls / b2b_rounds.max(1) as usize).max(1);
         let (fpolls, fran, fcpu, dv0, dv2) =
             daemon_side(&fast, &remote.url, &commit, b2b_rounds, per_round).await;
@@ -654,11 +809,11 @@ fn main() {
         let cpu_per_poll = fcpu / tck * 1000.0 / fpolls.max(1.0);
         fast.stop();
 
-        let pods = SETS * REPLICAS;
-        let rss_ok = mb(end.rss_kb) <= RSS_GOAL_MB;
+        let (sets, pods, rss_goal) = (scale.sets, scale.pods(), scale.rss_goal_mb());
+        let rss_ok = mb(end.rss_kb) <= rss_goal;
         println!();
         println!(
-            "hotsync run idle: {SETS} sets, {pods} pods in {NAMESPACES} namespaces, git:// on loopback, --interval 1s"
+            "hotsync run idle: {sets} sets, {pods} pods in {NAMESPACES} namespaces, git:// on loopback, --interval 1s"
         );
         println!(
             "  converged (all sets applied, all pods ready, polls unchanged) after {:.1} s, then {} s settle",
@@ -667,7 +822,7 @@ fn main() {
         );
         println!("  idle window                          {:>8.1} s", wall.as_secs_f64());
         println!(
-            "  RSS (VmRSS) at the end of the window {:>8.1} MB   goal <= {RSS_GOAL_MB:.0} MB: {}",
+            "  RSS (VmRSS) at the end of the window {:>8.1} MB   goal <= {rss_goal:.0} MB: {}",
             mb(end.rss_kb),
             if rss_ok { "met" } else { "MISSED" }
         );
@@ -677,7 +832,7 @@ fn main() {
             mb(rss_max)
         );
         println!(
-            "  peak RSS (VmHWM, the whole life)     {:>8.1} MB   (includes the first syncs of {SETS} sets)",
+            "  peak RSS (VmHWM, the whole life)     {:>8.1} MB   (includes the first syncs of {sets} sets)",
             mb(end.hwm_kb)
         );
         println!(
@@ -693,6 +848,17 @@ fn main() {
         println!(
             "  polls in the window                  {:>8.0}      ({unchanged:.0} unchanged; syncs in the window: {syncs:.0})",
             polls
+        );
+        println!(
+            "  one set bumped and pushed: synced and its {} pods updated in place after {:.1} s; sets read from the cluster: {sets_read:.0} of {sets} ({change_syncs:.0} syncs)",
+            scale.replicas,
+            one_set.as_secs_f64()
+        );
+        println!(
+            "  after a restart on the same cache: first sync of all {sets} sets done after {:.1} s (goal < 60 s: {}; {restart_sets:.0} sets read; RSS {:.1} MB)",
+            restart.as_secs_f64(),
+            if restart < Duration::from_secs(60) { "met" } else { "MISSED" },
+            mb(restart_rss.rss_kb)
         );
         println!();
         println!(

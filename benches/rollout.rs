@@ -277,6 +277,11 @@ fn main() {
         let hotsync_patch = patched.await.expect("watch").duration_since(t);
         assert_eq!(report.exit_code(), 0, "{report:#?}");
         all_on(&client, "hs", n, "registry.example.com/sidecar:v2").await;
+        eprintln!(
+            "hotsync sync: all patched {:.2}s, done {:.2}s",
+            hotsync_patch.as_secs_f64(),
+            hotsync_time.as_secs_f64()
+        );
 
         // raw concurrent PATCH
         let _raw_repo = create(&client, "raw", n).await;
@@ -328,6 +333,11 @@ fn main() {
         all_on(&client, "raw", n, image).await;
         let raw_time = t.elapsed();
         let raw_patch = patched.await.expect("watch").duration_since(t);
+        eprintln!(
+            "raw PATCH: all patched {:.2}s, done {:.2}s; the kubectl loop takes minutes",
+            raw_patch.as_secs_f64(),
+            raw_time.as_secs_f64()
+        );
 
         // kubectl patch loop
         let _kubectl_repo = create(&client, "kubectl", n).await;
