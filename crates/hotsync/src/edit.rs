@@ -591,7 +591,7 @@ spec:
             "sidecar",
             "registry.example.com/sidecar:v2",
         )
-        .unwrap();
+        .expect("ok");
         assert_eq!(out, SET.replace("sidecar:v1\"", "sidecar:v2\""));
         let out = set_container_image(
             SET,
@@ -601,16 +601,17 @@ spec:
             "engine",
             "registry.example.com/engine:1.1",
         )
-        .unwrap();
+        .expect("ok");
         assert_eq!(out, SET.replace("engine:1.0", "engine:1.1"));
     }
 
     #[test]
     fn a_missing_set_or_container_is_refused_by_name() {
-        let e =
-            set_container_image(SET, "default", "games", "lobby", "sidecar", "x:1").unwrap_err();
+        let e = set_container_image(SET, "default", "games", "lobby", "sidecar", "x:1")
+            .expect_err("refused");
         assert_eq!(e.to_string(), "GameServerSet games/lobby is not found");
-        let e = set_container_image(SET, "default", "games", "arena", "agent", "x:1").unwrap_err();
+        let e = set_container_image(SET, "default", "games", "arena", "agent", "x:1")
+            .expect_err("refused");
         assert_eq!(
             e.to_string(),
             "container agent of GameServerSet games/arena is not found"
@@ -620,8 +621,8 @@ spec:
     #[test]
     fn a_set_defined_twice_is_refused() {
         let two = format!("{SET}---\n{SET}");
-        let e =
-            set_container_image(&two, "default", "games", "arena", "sidecar", "x:1").unwrap_err();
+        let e = set_container_image(&two, "default", "games", "arena", "sidecar", "x:1")
+            .expect_err("refused");
         assert!(matches!(e, EditError::Ambiguous { .. }), "{e}");
     }
 
@@ -631,8 +632,8 @@ spec:
             "      containers:\n        - name: engine\n          image: registry.example.com/engine:1.0\n        - image: \"registry.example.com/sidecar:v1\"   # bumped by CI\n          name: sidecar\n",
             "      containers: [{name: engine, image: e:1}, {name: sidecar, image: s:1}]\n",
         );
-        let e =
-            set_container_image(&flow, "default", "games", "arena", "sidecar", "s:2").unwrap_err();
+        let e = set_container_image(&flow, "default", "games", "arena", "sidecar", "s:2")
+            .expect_err("refused");
         assert!(matches!(e, EditError::Unsupported { .. }), "{e}");
     }
 
@@ -645,17 +646,17 @@ spec:
                 "registry.example.com/sidecar",
                 "registry.example.com/sidecar:v2"
             )
-            .unwrap(),
+            .expect("ok"),
             k.replace("newTag: v1", "newTag: v2")
         );
         let none = "resources:\n  - ../../base\n";
         assert_eq!(
-            set_kustomize_image(none, "registry.example.com/sidecar", "registry.example.com/sidecar:v2").unwrap(),
+            set_kustomize_image(none, "registry.example.com/sidecar", "registry.example.com/sidecar:v2").expect("ok"),
             "resources:\n  - ../../base\nimages:\n  - name: registry.example.com/sidecar\n    newTag: v2\n"
         );
         let untagged = "images:\n  - name: registry.example.com/sidecar\n    newName: mirror.example.com/sidecar\nnamespace: eu\n";
         assert_eq!(
-            set_kustomize_image(untagged, "mirror.example.com/sidecar", "mirror.example.com/sidecar@sha256:abc").unwrap(),
+            set_kustomize_image(untagged, "mirror.example.com/sidecar", "mirror.example.com/sidecar@sha256:abc").expect("ok"),
             "images:\n  - name: registry.example.com/sidecar\n    newName: mirror.example.com/sidecar\n    digest: sha256:abc\nnamespace: eu\n"
         );
     }

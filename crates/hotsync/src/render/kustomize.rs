@@ -582,7 +582,7 @@ mod tests {
 
     #[test]
     fn an_overlay_reads_its_base_outside_the_path_and_its_patch_and_generator_files() {
-        let o = walk(&shared_base(), "clusters/eu", &KustomizeOptions::default()).unwrap();
+        let o = walk(&shared_base(), "clusters/eu", &KustomizeOptions::default()).expect("ok");
         assert_eq!(o.file, "clusters/eu/kustomization.yaml");
         assert_eq!(o.problem, None);
         assert_eq!(
@@ -601,7 +601,7 @@ mod tests {
     fn the_overlays_under_a_path_are_rendered_and_the_bases_they_share_are_not() {
         let tree = shared_base();
         let all: Vec<String> = tree.0.keys().cloned().collect();
-        let layout = discover(&tree, &all, &KustomizeOptions::default()).unwrap();
+        let layout = discover(&tree, &all, &KustomizeOptions::default()).expect("ok");
         let roots: Vec<&str> = layout.roots.iter().map(|o| o.dir.as_str()).collect();
         assert_eq!(roots, ["clusters/eu", "clusters/us"]);
         assert!(layout.owns("bases/game/gss.yaml"));
@@ -615,7 +615,7 @@ mod tests {
             "o/kustomization.yaml",
             "resources:\n  - https://github.com/example/game//base?ref=v1\n",
         )]);
-        let o = walk(&tree, "o", &KustomizeOptions::default()).unwrap();
+        let o = walk(&tree, "o", &KustomizeOptions::default()).expect("ok");
         assert!(
             o.problem.as_deref().unwrap_or("").contains("remote base"),
             "{o:?}"
@@ -624,13 +624,13 @@ mod tests {
             allow_remote: true,
             ..Default::default()
         };
-        assert_eq!(walk(&tree, "o", &allowed).unwrap().problem, None);
+        assert_eq!(walk(&tree, "o", &allowed).expect("ok").problem, None);
     }
 
     #[test]
     fn a_reference_out_of_the_repository_is_refused() {
         let tree = files(&[("o/kustomization.yaml", "resources:\n  - ../../elsewhere\n")]);
-        let o = walk(&tree, "o", &KustomizeOptions::default()).unwrap();
+        let o = walk(&tree, "o", &KustomizeOptions::default()).expect("ok");
         assert!(o
             .problem
             .as_deref()
@@ -643,13 +643,13 @@ mod tests {
         let refs = references(
             b"patchesStrategicMerge:\n  - |\n    kind: GameServerSet\n    metadata:\n      name: a\n  - p.yaml\npatches:\n  - patch: |\n      - op: replace\n    target:\n      kind: GameServerSet\n",
         )
-        .unwrap();
+        .expect("ok");
         assert_eq!(refs, ["p.yaml"]);
     }
 
     #[test]
     fn helm_charts_in_a_kustomization_are_refused_by_name() {
-        let e = references(b"helmCharts:\n  - name: x\n").unwrap_err();
+        let e = references(b"helmCharts:\n  - name: x\n").expect_err("refused");
         assert!(e.contains("helmCharts"), "{e}");
     }
 }
