@@ -205,31 +205,37 @@ impl Fleet {
             .to_string()
     }
 
-    /// Waits for the moment, then returns.
+    /// Waits for the moment, then returns. The wait for the n-th patched pod gets a whole rollout's budget
+    /// (as `settled` does): the 50th is the rollout's end, and on a loaded machine (two cores running the
+    /// whole suite) a restarted daemon's remaining waves can take longer than one `CONVERGE`.
     async fn reach(&self, tag: &str, moment: Moment) {
         match moment {
             Moment::AfterCommit(d) => tokio::time::sleep(d).await,
             Moment::AfterPatched(n, jitter) => {
                 let image = sidecar(tag);
                 self.env
-                    .eventually(&format!("{n} pods patched to {tag}"), CONVERGE, || async {
-                        let pods = self.env.pods("minecraft").await;
-                        let patched = pods
-                            .iter()
-                            .filter(|p| {
-                                hotsync::live::spec_image(p, "sidecar") == Some(image.as_str())
-                            })
-                            .count();
-                        if patched >= n {
-                            Ok(())
-                        } else {
-                            Err(format!(
-                                "{patched} patched; {}\nthe daemon's log ends with:\n{}",
-                                self.describe().await,
-                                self.log_tail()
-                            ))
-                        }
-                    })
+                    .eventually(
+                        &format!("{n} pods patched to {tag}"),
+                        2 * CONVERGE,
+                        || async {
+                            let pods = self.env.pods("minecraft").await;
+                            let patched = pods
+                                .iter()
+                                .filter(|p| {
+                                    hotsync::live::spec_image(p, "sidecar") == Some(image.as_str())
+                                })
+                                .count();
+                            if patched >= n {
+                                Ok(())
+                            } else {
+                                Err(format!(
+                                    "{patched} patched; {}\nthe daemon's log ends with:\n{}",
+                                    self.describe().await,
+                                    self.log_tail()
+                                ))
+                            }
+                        },
+                    )
                     .await;
                 tokio::time::sleep(jitter).await;
             }
