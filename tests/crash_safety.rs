@@ -24,6 +24,9 @@ const PODS: usize = 50;
 const TRIALS: u32 = 20;
 const SEED: u64 = 0x5eed_0fc0_ffee;
 const CLUSTER: &str = "crash";
+/// What one rollout of the 50 pods may take, a restarted daemon's included: the bound on reaching any
+/// moment of it and on its settling.
+const ROLLOUT: Duration = Duration::from_secs(2 * CONVERGE.as_secs());
 
 /// splitmix64: small, seedable, the same sequence everywhere.
 struct Rng(u64);
@@ -205,37 +208,32 @@ impl Fleet {
             .to_string()
     }
 
-    /// Waits for the moment, then returns. The wait for the n-th patched pod gets a whole rollout's budget
-    /// (as `settled` does): the 50th is the rollout's end, and on a loaded machine (two cores running the
-    /// whole suite) a restarted daemon's remaining waves can take longer than one `CONVERGE`.
+    /// Waits for the moment, then returns. The n-th patched pod may be the 50th, the rollout's end, so the
+    /// wait for it is `ROLLOUT`, as `settled`'s is.
     async fn reach(&self, tag: &str, moment: Moment) {
         match moment {
             Moment::AfterCommit(d) => tokio::time::sleep(d).await,
             Moment::AfterPatched(n, jitter) => {
                 let image = sidecar(tag);
                 self.env
-                    .eventually(
-                        &format!("{n} pods patched to {tag}"),
-                        2 * CONVERGE,
-                        || async {
-                            let pods = self.env.pods("minecraft").await;
-                            let patched = pods
-                                .iter()
-                                .filter(|p| {
-                                    hotsync::live::spec_image(p, "sidecar") == Some(image.as_str())
-                                })
-                                .count();
-                            if patched >= n {
-                                Ok(())
-                            } else {
-                                Err(format!(
-                                    "{patched} patched; {}\nthe daemon's log ends with:\n{}",
-                                    self.describe().await,
-                                    self.log_tail()
-                                ))
-                            }
-                        },
-                    )
+                    .eventually(&format!("{n} pods patched to {tag}"), ROLLOUT, || async {
+                        let pods = self.env.pods("minecraft").await;
+                        let patched = pods
+                            .iter()
+                            .filter(|p| {
+                                hotsync::live::spec_image(p, "sidecar") == Some(image.as_str())
+                            })
+                            .count();
+                        if patched >= n {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "{patched} patched; {}\nthe daemon's log ends with:\n{}",
+                                self.describe().await,
+                                self.log_tail()
+                            ))
+                        }
+                    })
                     .await;
                 tokio::time::sleep(jitter).await;
             }
@@ -250,7 +248,7 @@ impl Fleet {
         self.env
             .eventually(
                 &format!("the rollout of {tag} to settle, Synced in Git"),
-                2 * CONVERGE,
+                ROLLOUT,
                 || async {
                     let pods = self.env.pods("minecraft").await;
                     let on_tag = pods
