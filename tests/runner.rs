@@ -10,6 +10,7 @@ mod formatting_props;
 mod git_faults;
 mod gitrepo;
 mod harness;
+mod helm;
 mod kustomize;
 mod plan_cases;
 mod plan_cli;

@@ -71,6 +71,22 @@ pub struct SourceArgs {
     /// rendered comes from the repository alone.
     #[arg(long, env = "HOTSYNC_KUSTOMIZE_ALLOW_REMOTE")]
     pub kustomize_allow_remote: bool,
+    /// The binary that renders Helm charts (directories holding a Chart.yaml) with
+    /// `helm template`; by default `helm` on PATH.
+    #[arg(long, env = "HOTSYNC_HELM_BIN", value_name = "PATH")]
+    pub helm_bin: Option<PathBuf>,
+    /// The Helm release name charts are rendered with; by default the chart directory's name.
+    #[arg(long, env = "HOTSYNC_HELM_RELEASE", value_name = "NAME")]
+    pub helm_release: Option<String>,
+    /// A values file for the charts, a path from the repository's root (repeatable; later files
+    /// win, as with `helm template -f`). A change to it re-renders the charts.
+    #[arg(
+        long = "helm-values",
+        env = "HOTSYNC_HELM_VALUES",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub helm_values: Vec<String>,
 }
 
 impl SourceArgs {
@@ -81,6 +97,12 @@ impl SourceArgs {
             kustomize: hotsync::render::kustomize::KustomizeOptions {
                 bin: self.kustomize_bin.clone(),
                 allow_remote: self.kustomize_allow_remote,
+                ..Default::default()
+            },
+            helm: hotsync::render::helm::HelmOptions {
+                bin: self.helm_bin.clone(),
+                release: self.helm_release.clone(),
+                values: self.helm_values.clone(),
                 ..Default::default()
             },
             ..Default::default()

@@ -111,6 +111,13 @@ pub fn run(args: SetImageArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let file = set.origin.file.clone();
+    if hotsync::render::helm::is_chart(&file) {
+        eprintln!(
+            "error: {ns}/{name} is rendered by the Helm chart {file}: set {}'s image in the values file that holds it (hotsync set-image edits manifests and Kustomize overlays, not Helm values)",
+            args.container
+        );
+        return Ok(2);
+    }
     let path = root.join(&file);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;

@@ -166,6 +166,8 @@ pub struct LoadOptions {
     pub allowed_namespaces: Vec<String>,
     /// How Kustomize overlays are rendered.
     pub kustomize: crate::render::kustomize::KustomizeOptions,
+    /// How Helm charts are rendered.
+    pub helm: crate::render::helm::HelmOptions,
 }
 
 impl Default for LoadOptions {
@@ -175,6 +177,7 @@ impl Default for LoadOptions {
             max_file_bytes: 1024 * 1024,
             allowed_namespaces: Vec::new(),
             kustomize: Default::default(),
+            helm: Default::default(),
         }
     }
 }

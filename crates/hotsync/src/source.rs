@@ -1,6 +1,6 @@
 //! From Git to desired sets: the manifest files under a directory at a commit, read by
-//! [`crate::git::Repo`], rendered ([`crate::render`]: plain YAML, or a Kustomize overlay from the files
-//! it reads) and parsed ([`crate::manifest`]), each file and overlay on its own so that one broken file
+//! [`crate::git::Repo`], rendered ([`crate::render`]: plain YAML, or a Kustomize overlay or a Helm chart
+//! from the files it reads) and parsed ([`crate::manifest`]), each file and overlay on its own so that one broken file
 //! never hides the others.
 //!
 //! Blocking (libgit2 and parsing): async code calls it from `tokio::task::spawn_blocking`.
@@ -8,8 +8,9 @@
 pub use crate::git::{is_remote, Ancestry, CommitInfo, FetchOptions, Repo, SourceError, TreeFile};
 use crate::git::{CommitId, PathEntry};
 use crate::manifest::{self, LoadOptions, Manifests};
+use crate::render::helm::Helm;
 use crate::render::kustomize::{self, Entry, Kustomize, Layout, Overlay};
-use crate::render::{PlainYaml, Render as _, RenderedFile, SourceFile};
+use crate::render::{PlainYaml, Render as _, RenderedFile, Renderer, SourceFile};
 
 /// Loads and parses manifest files (symlinks are reported, never followed).
 ///
@@ -92,7 +93,7 @@ pub fn load_at(
     Ok(m)
 }
 
-/// The repository at one commit, as the Kustomize walk reads it.
+/// The repository at one commit, as the Kustomize and Helm walks read it.
 struct AtCommit<'a> {
     repo: &'a Repo,
     commit: CommitId,
@@ -117,9 +118,26 @@ impl kustomize::Tree for AtCommit<'_> {
             }),
         }
     }
+
+    fn files_under(&self, dir: &str) -> Result<Vec<(String, Entry)>, SourceError> {
+        Ok(self
+            .repo
+            .files_under(self.commit, dir)?
+            .into_iter()
+            .map(|f| {
+                let e = if f.symlink {
+                    Entry::Symlink
+                } else {
+                    Entry::File
+                };
+                (f.path, e)
+            })
+            .collect())
+    }
 }
 
-/// The kustomizations among `files` (the manifest files under the directory read) at `commit`.
+/// The kustomizations and charts among `files` (the manifest files under the directory read) at
+/// `commit`.
 ///
 /// # Errors
 /// When the tree cannot be read.
@@ -131,13 +149,18 @@ pub fn layout_of(
 ) -> Result<Layout, SourceError> {
     let paths: Vec<String> = files
         .iter()
-        .filter(|f| kustomize::is_kustomization(&f.path))
+        .filter(|f| crate::render::is_rendered_root(&f.path))
         .map(|f| f.path.clone())
         .collect();
-    kustomize::discover(&AtCommit { repo, commit }, &paths, &opts.kustomize)
+    crate::render::discover(
+        &AtCommit { repo, commit },
+        &paths,
+        &opts.kustomize,
+        &opts.helm,
+    )
 }
 
-/// The kustomizations under `dir` at `commit`, found by a walk that keeps nothing else; an empty
+/// The kustomizations and charts under `dir` at `commit`, found by a walk that keeps nothing else; an empty
 /// layout when `dir` is not there.
 ///
 /// # Errors
@@ -148,16 +171,21 @@ pub fn layout_under(
     dir: &str,
     opts: &LoadOptions,
 ) -> Result<Layout, SourceError> {
-    let paths = match repo.files_named(commit, dir, &kustomize::KUSTOMIZATION_FILES) {
+    let paths = match repo.files_named(commit, dir, &crate::render::RENDERED_FILES) {
         Ok(p) => p,
         Err(SourceError::NoSuchPath { .. }) => return Ok(Layout::default()),
         Err(e) => return Err(e),
     };
-    kustomize::discover(&AtCommit { repo, commit }, &paths, &opts.kustomize)
+    crate::render::discover(
+        &AtCommit { repo, commit },
+        &paths,
+        &opts.kustomize,
+        &opts.helm,
+    )
 }
 
-/// Renders overlays at `commit`, each from the files it reads, on every core, and parses what they
-/// render; a failed render is a diagnostic naming the overlay.
+/// Renders overlays and charts at `commit`, each from the files it reads, on every core, and parses
+/// what they render; a failed render is a diagnostic naming the overlay or chart.
 ///
 /// # Errors
 /// When an input cannot be read.
@@ -195,12 +223,18 @@ pub fn render_overlays(
                     s.spawn(move || {
                         chunk
                             .iter()
-                            .map(|(o, files)| {
-                                Kustomize {
+                            .map(|(o, files)| match o.renderer {
+                                Renderer::Kustomize => Kustomize {
                                     overlay: o,
                                     opts: &opts.kustomize,
                                 }
-                                .render(files.clone())
+                                .render(files.clone()),
+                                Renderer::Helm => Helm {
+                                    chart: o,
+                                    opts: &opts.helm,
+                                    namespace: &opts.default_namespace,
+                                }
+                                .render(files.clone()),
                             })
                             .collect::<Vec<_>>()
                     })

@@ -599,6 +599,30 @@ impl Repo {
         Ok(files)
     }
 
+    /// Every file (blob or symlink) under `dir` at `commit`, sorted by path.
+    ///
+    /// # Errors
+    /// When the commit or the path cannot be read.
+    pub fn files_under(&self, commit: CommitId, dir: &str) -> Result<Vec<TreeFile>, SourceError> {
+        let tree = self.subtree(commit, dir)?;
+        let prefix = normalise_dir(dir);
+        let mut files = Vec::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
+            if entry.kind() == Some(git2::ObjectType::Blob) {
+                let name = entry.name().unwrap_or_default();
+                files.push(TreeFile {
+                    path: join(&prefix, &format!("{root}{name}")),
+                    blob: BlobId::from_git(entry.id()),
+                    symlink: entry.filemode() == 0o120000,
+                });
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(|source| self.read_err(format!("tree of {commit}"), source))?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+
     /// The paths of the files under `dir` at `commit` whose name is one of `names`, sorted; nothing
     /// else of the walk is kept.
     ///

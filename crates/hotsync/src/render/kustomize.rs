@@ -9,7 +9,7 @@
 //! [`crate::source`], which reads those files and hands them to [`Kustomize`], whose YAML goes, named by
 //! the overlay's kustomization file, to [`crate::manifest`].
 
-use super::{Render, RenderedFile, SourceFile};
+use super::{Render, RenderedFile, Renderer, SourceFile};
 use crate::manifest::{Diagnostic, Severity};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -65,32 +65,40 @@ pub trait Tree {
     /// # Errors
     /// When it cannot be read.
     fn read(&self, path: &str) -> Result<Vec<u8>, crate::git::SourceError>;
+    /// Every file under `dir`, with what it is (a file or a symlink), sorted by path.
+    ///
+    /// # Errors
+    /// When the tree cannot be read.
+    fn files_under(&self, dir: &str) -> Result<Vec<(String, Entry)>, crate::git::SourceError>;
 }
 
-/// A kustomization to render and everything it reads.
+/// A kustomization or a Helm chart to render, and everything it reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Overlay {
+    /// What renders it.
+    pub renderer: Renderer,
     /// Its directory, relative to the repository's root.
     pub dir: String,
-    /// Its kustomization file (diagnostics and the rendered sets name it).
+    /// Its kustomization file or `Chart.yaml` (diagnostics and the rendered sets name it).
     pub file: String,
     /// Every file it reads, its own kustomization file included, transitively.
     pub inputs: BTreeSet<String>,
-    /// The kustomization directories it reads, its own included.
+    /// The kustomization (or nested chart) directories it reads, its own included.
     pub kustomizations: BTreeSet<String>,
     /// Why it cannot be rendered (a remote base refused, a symlink, a reference out of the repository,
     /// an unreadable kustomization); rendered only when `None`.
     pub problem: Option<String>,
 }
 
-/// The kustomizations under a directory: those rendered, and every path they read.
+/// The kustomizations and charts under a directory: those rendered, and every path they read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Layout {
-    /// The kustomizations under the directory that no other one there reads: each is rendered.
+    /// The kustomizations and charts under the directory that no other one there reads: each is
+    /// rendered.
     pub roots: Vec<Overlay>,
     /// Every file some kustomization under the directory reads.
     pub inputs: BTreeSet<String>,
-    /// The directories of those kustomizations.
+    /// The directories of those kustomizations and charts.
     pub dirs: BTreeSet<String>,
 }
 
@@ -112,50 +120,8 @@ pub fn is_kustomization(path: &str) -> bool {
     KUSTOMIZATION_FILES.contains(&name)
 }
 
-fn parent(path: &str) -> &str {
+pub(super) fn parent(path: &str) -> &str {
     path.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
-}
-
-/// Walks the kustomizations among `files` (paths under the directory read; others are passed over).
-///
-/// # Errors
-/// When the tree cannot be read.
-pub fn discover<T: Tree>(
-    tree: &T,
-    files: &[String],
-    opts: &KustomizeOptions,
-) -> Result<Layout, crate::git::SourceError> {
-    let dirs: BTreeSet<String> = files
-        .iter()
-        .filter(|f| is_kustomization(f))
-        .map(|f| parent(f).to_string())
-        .collect();
-    if dirs.is_empty() {
-        return Ok(Layout::default());
-    }
-    let mut overlays = Vec::new();
-    for d in &dirs {
-        overlays.push(walk(tree, d, opts)?);
-    }
-    let mut inputs: BTreeSet<String> = BTreeSet::new();
-    for o in &overlays {
-        inputs.extend(o.inputs.iter().cloned());
-    }
-    let read_by_another = |o: &Overlay| {
-        overlays
-            .iter()
-            .any(|other| other.dir != o.dir && other.kustomizations.contains(&o.dir))
-    };
-    let roots = overlays
-        .iter()
-        .filter(|o| !read_by_another(o))
-        .cloned()
-        .collect();
-    Ok(Layout {
-        roots,
-        inputs,
-        dirs,
-    })
 }
 
 /// Walks the kustomization in `dir` and every one it reads.
@@ -168,6 +134,7 @@ pub fn walk<T: Tree>(
     opts: &KustomizeOptions,
 ) -> Result<Overlay, crate::git::SourceError> {
     let mut o = Overlay {
+        renderer: Renderer::Kustomize,
         dir: dir.to_string(),
         ..Overlay::default()
     };
@@ -242,7 +209,7 @@ pub fn walk<T: Tree>(
     Ok(o)
 }
 
-fn join(dir: &str, name: &str) -> String {
+pub(super) fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_string()
     } else {
@@ -471,19 +438,19 @@ fn build(o: &Overlay, files: Vec<SourceFile>, opts: &KustomizeOptions) -> Result
     Ok(out.stdout)
 }
 
-struct Output {
-    success: bool,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
+pub(super) struct Output {
+    pub success: bool,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
 }
 
-enum RunError {
+pub(super) enum RunError {
     Spawn(std::io::Error),
     Timeout,
 }
 
 /// Runs a command for at most `timeout`, reading both pipes as it goes; killed past it.
-fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<Output, RunError> {
+pub(super) fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<Output, RunError> {
     let mut child = cmd.spawn().map_err(RunError::Spawn)?;
     let reader = |pipe: Option<Box<dyn std::io::Read + Send>>| {
         std::thread::spawn(move || {
@@ -554,6 +521,15 @@ mod tests {
         fn read(&self, path: &str) -> Result<Vec<u8>, crate::git::SourceError> {
             Ok(self.0.get(path).cloned().unwrap_or_default().into_bytes())
         }
+        fn files_under(&self, dir: &str) -> Result<Vec<(String, Entry)>, crate::git::SourceError> {
+            let prefix = format!("{dir}/");
+            Ok(self
+                .0
+                .keys()
+                .filter(|k| k.starts_with(&prefix))
+                .map(|k| (k.clone(), Entry::File))
+                .collect())
+        }
     }
 
     fn files(entries: &[(&str, &str)]) -> Files {
@@ -601,7 +577,13 @@ mod tests {
     fn the_overlays_under_a_path_are_rendered_and_the_bases_they_share_are_not() {
         let tree = shared_base();
         let all: Vec<String> = tree.0.keys().cloned().collect();
-        let layout = discover(&tree, &all, &KustomizeOptions::default()).expect("ok");
+        let layout = super::super::discover(
+            &tree,
+            &all,
+            &KustomizeOptions::default(),
+            &super::super::helm::HelmOptions::default(),
+        )
+        .expect("ok");
         let roots: Vec<&str> = layout.roots.iter().map(|o| o.dir.as_str()).collect();
         assert_eq!(roots, ["clusters/eu", "clusters/us"]);
         assert!(layout.owns("bases/game/gss.yaml"));
