@@ -1,5 +1,6 @@
 //! `hotsync wait` as a pipeline runs it after pushing: the real daemon rolls the commit out and writes
-//! its status back to Git; `wait` reads that status and exits with `sync`'s codes.
+//! its status back to Git; `wait` reads that status, or with `--kubeconfig` the cluster, and exits with
+//! `sync`'s codes.
 
 use crate::gitrepo::TempRepo;
 use crate::harness::{self, Reaped, TestEnv};
@@ -36,11 +37,30 @@ fn daemon(env: &TestEnv, repo: &Path, scratch: &Path) -> Reaped {
 
 /// `hotsync wait` on the repository's branch tip; exit code and stdout.
 async fn wait(repo: &Path, timeout: &str) -> (i32, String) {
+    wait_on(repo, timeout, None).await
+}
+
+/// `hotsync wait --kubeconfig` on the repository's branch tip: judged from the cluster.
+async fn wait_cluster(env: &TestEnv, repo: &Path, timeout: &str) -> (i32, String) {
+    wait_on(repo, timeout, Some(env.kubeconfig.clone())).await
+}
+
+async fn wait_on(
+    repo: &Path,
+    timeout: &str,
+    kubeconfig: Option<std::path::PathBuf>,
+) -> (i32, String) {
     let repo = repo.to_path_buf();
     let timeout = timeout.to_string();
     tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_hotsync"))
-            .args(["wait", "--repo"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotsync"));
+        if let Some(k) = &kubeconfig {
+            cmd.arg("wait").arg("--kubeconfig").arg(k);
+        } else {
+            cmd.arg("wait");
+        }
+        let out = cmd
+            .arg("--repo")
             .arg(&repo)
             .args(["--branch", &harness::head_branch(&repo)])
             .args(["--cluster-name", CLUSTER, "--interval", "200ms"])
@@ -99,6 +119,94 @@ async fn wait_exits_0_once_the_daemon_has_rolled_the_pushed_bump_out() {
         );
         assert!(hotsync::live::is_ready(&p));
     }
+    // The cluster says the same.
+    let (code, out) = wait_cluster(&env, repo.path(), "60s").await;
+    assert_eq!(code, 0, "{out}\n{}", log_of(scratch.path()));
+    assert!(out.contains("synced"), "{out}");
+
+    // A commit the daemon has not seen yet (it is stopped) is not done by the cluster's account.
+    drop(_daemon);
+    repo.write(
+        "sets/minecraft.yaml",
+        &harness::seed_manifest(&env.namespace, 2, "v0.3", ""),
+    );
+    repo.commit_all("sidecar v0.3, no daemon running");
+    let (code, out) = wait_cluster(&env, repo.path(), "2s").await;
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("the cluster is at"), "{out}");
+}
+
+/// `wait --kubeconfig` reads the cluster: a set whose game servers are deferred (the set stays held) is
+/// not done, nor is a set paused in Git though its revision is the commit; it says so while it waits.
+#[tokio::test]
+async fn wait_from_the_cluster_says_a_deferred_or_paused_set_is_not_done() {
+    let env = harness::env("wait cluster deferred").await;
+    let mut repo = TempRepo::new();
+    repo.write(
+        "sets/minecraft.yaml",
+        &harness::seed_manifest(&env.namespace, 2, "v0.1", ""),
+    );
+    repo.commit_all("minecraft at v0.1");
+    let mut opts = harness::sync_options(repo.path());
+    opts.rollout.skip_allocated = true;
+    let report = hotsync::sync::sync(&env.client, &opts, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));
+    assert_eq!(report.exit_code(), 0, "{report:#?}");
+    let (code, out) = wait_cluster(&env, repo.path(), "30s").await;
+    assert_eq!(code, 0, "{out}");
+
+    env.api::<hotsync::model::GameServer>()
+        .patch(
+            "minecraft-1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"opsState": "Allocated"}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    env.eventually("the opsState on the pod", harness::CONVERGE, || async {
+        let pods = env.pods("minecraft").await;
+        match pods
+            .iter()
+            .find(|p| kube::ResourceExt::name_any(*p) == "minecraft-1")
+        {
+            Some(p) if hotsync::live::ops_state(p) == "Allocated" => Ok(()),
+            _ => Err("not yet".to_string()),
+        }
+    })
+    .await;
+    repo.write(
+        "sets/minecraft.yaml",
+        &harness::seed_manifest(&env.namespace, 2, "v0.2", ""),
+    );
+    repo.commit_all("sidecar v0.2");
+    let report = hotsync::sync::sync(&env.client, &opts, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));
+    assert_eq!(
+        report.sets[0].outcome,
+        hotsync::rollout::Outcome::Deferred,
+        "{report:#?}"
+    );
+    let (code, out) = wait_cluster(&env, repo.path(), "2s").await;
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("Deferred") && out.contains("not done"),
+        "{out}"
+    );
+
+    repo.write(
+        "sets/minecraft.yaml",
+        &harness::seed_manifest(&env.namespace, 2, "v0.3", "      paused: true\n"),
+    );
+    repo.commit_all("sidecar v0.3, paused");
+    opts.rollout.skip_allocated = false;
+    hotsync::sync::sync(&env.client, &opts, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));
+    let (code, out) = wait_cluster(&env, repo.path(), "2s").await;
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("paused"), "{out}");
 }
 
 #[tokio::test]
@@ -122,6 +230,10 @@ async fn wait_exits_1_when_the_rollout_of_the_commit_fails() {
     let (code, out) = wait(repo.path(), "120s").await;
     assert_eq!(code, 1, "{out}\n{}", log_of(scratch.path()));
     assert!(out.contains("Failed"), "{out}");
+    // The cluster says the same, by the daemon's RolloutFailed Event for this commit.
+    let (code, out) = wait_cluster(&env, repo.path(), "60s").await;
+    assert_eq!(code, 1, "{out}\n{}", log_of(scratch.path()));
+    assert!(out.contains("outcome Failed at commit"), "{out}");
 }
 
 #[test]

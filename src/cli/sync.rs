@@ -277,7 +277,7 @@ async fn print_progress(mut rx: tokio::sync::mpsc::UnboundedReceiver<Progress>, 
                 Some(bar) => bar.inc(1),
                 None => eprintln!("{set}: {pod} updated in place"),
             },
-            Progress::Finished { set, outcome } => match bars.get(&set) {
+            Progress::Finished { set, outcome, .. } => match bars.get(&set) {
                 Some(bar) => bar.finish_with_message(format!("{outcome:?}")),
                 None => eprintln!("{set}: {outcome:?}"),
             },

@@ -960,6 +960,34 @@ async fn publish_force_push(
     }
 }
 
+/// The note of a `RolloutFinished`/`RolloutFailed` Event: the outcome, the commit (`hotsync wait
+/// --kubeconfig` reads it, to tell this rollout's failure from an older one's) and why; at most 1 kB, as
+/// the API server takes notes.
+pub fn rollout_note(outcome: Outcome, revision: Option<&str>, message: Option<&str>) -> String {
+    let mut note = format!("outcome {outcome:?}");
+    if let Some(r) = revision {
+        note.push_str(&format!(" at commit {r}"));
+    }
+    if let Some(m) = message {
+        note.push_str(&format!(": {m}"));
+    }
+    if note.len() > 1000 {
+        let mut end = 997;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str("...");
+    }
+    note
+}
+
+/// The commit a rollout Event's note names (see [`rollout_note`]).
+pub fn note_commit(note: &str) -> Option<&str> {
+    let rest = note.split_once(" at commit ")?.1;
+    Some(rest.split([':', ' ']).next().unwrap_or(rest))
+}
+
 /// Turns rollout progress into Events on the set and into metrics.
 async fn publish_progress(
     client: &Client,
@@ -982,7 +1010,12 @@ async fn publish_progress(
             shared.metrics.pods_patched.inc();
             return;
         }
-        Progress::Finished { set, outcome } => (
+        Progress::Finished {
+            set,
+            outcome,
+            revision,
+            message,
+        } => (
             set,
             Event {
                 type_: if outcome == Outcome::Synced {
@@ -995,7 +1028,11 @@ async fn publish_progress(
                 } else {
                     "RolloutFailed".into()
                 },
-                note: Some(format!("outcome {outcome:?}")),
+                note: Some(rollout_note(
+                    outcome,
+                    revision.as_deref(),
+                    message.as_deref(),
+                )),
                 action: "HotUpdate".into(),
                 secondary: None,
             },

@@ -685,6 +685,8 @@ pub(crate) async fn hot_update(
     ctx.emit(Progress::Finished {
         set: ctx.key(),
         outcome: out.outcome,
+        revision: ctx.opts.source_commit.clone(),
+        message: out.message.clone(),
     });
     Ok(())
 }

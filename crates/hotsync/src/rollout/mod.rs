@@ -194,9 +194,21 @@ pub struct SetOutcome {
 /// Progress of a rollout, for a terminal or a log.
 #[derive(Clone, Debug)]
 pub enum Progress {
-    Started { set: String, pods: usize },
-    PodDone { set: String, pod: String },
-    Finished { set: String, outcome: Outcome },
+    Started {
+        set: String,
+        pods: usize,
+    },
+    PodDone {
+        set: String,
+        pod: String,
+    },
+    /// `revision`: the commit rolled out (when known); `message`: why it did not end Synced.
+    Finished {
+        set: String,
+        outcome: Outcome,
+        revision: Option<String>,
+        message: Option<String>,
+    },
 }
 
 /// Where progress goes.
