@@ -244,6 +244,34 @@ fn a_values_file_missing_at_the_commit_is_an_error_naming_the_file_and_the_flag(
 }
 
 #[test]
+fn validate_worktree_renders_the_chart_with_its_values_from_the_files_on_disk() {
+    let repo = studio();
+    repo.write(
+        "charts/game/templates/gss.yaml",
+        &TEMPLATE.replace(
+            "{{ .Values.replicas }}",
+            "{{ .Values.replicas | nosuchfunc }}",
+        ),
+    );
+    let (code, out, err) = hotsync(
+        &repo,
+        &["validate", "--worktree", "--path", "charts", "-o", "json"],
+    );
+    assert_eq!(code, 2, "the edit on disk is read, not HEAD: {out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["errors"][0]["file"], "charts/game/Chart.yaml", "{v:#}");
+    repo.write("charts/game/templates/gss.yaml", TEMPLATE);
+    let (code, out, err) = hotsync(
+        &repo,
+        &["validate", "--worktree", "--path", "charts", "-o", "json"],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["sets"][0]["name"], "minecraft", "{v:#}");
+    assert_eq!(v["sets"][0]["namespace"], "eu", "{v:#}");
+}
+
+#[test]
 fn a_change_outside_the_charts_inputs_renders_nothing() {
     // The chart is broken from the start; a change that it does not read plans no set and says
     // nothing of the chart, which was not rendered.

@@ -260,6 +260,53 @@ fn validate_reads_the_rendered_sets_and_plain_files_beside_the_overlays() {
 }
 
 #[test]
+fn validate_worktree_renders_the_overlays_from_the_files_on_disk_before_they_are_committed() {
+    let repo = studio();
+    // An edit not yet committed: the us overlay now names a base that does not exist.
+    repo.write(
+        "clusters/us/kustomization.yaml",
+        "namespace: us\nresources:\n  - ../../bases/game\n  - ../../bases/missing\n",
+    );
+    let (code, out, err) = hotsync(
+        &repo,
+        &["validate", "--worktree", "--path", "clusters", "-o", "json"],
+    );
+    assert_eq!(code, 2, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let sets: Vec<String> = v["sets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            format!(
+                "{}/{} {}",
+                s["namespace"].as_str().unwrap_or(""),
+                s["name"].as_str().unwrap_or(""),
+                s["file"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        sets,
+        ["eu/minecraft clusters/eu/kustomization.yaml"],
+        "{v:#}"
+    );
+    assert_eq!(
+        v["errors"][0]["file"], "clusters/us/kustomization.yaml",
+        "{v:#}"
+    );
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("bases/missing")),
+        "{v:#}"
+    );
+    // At HEAD, the committed overlays are still valid.
+    let (code, out, err) = hotsync(&repo, &["validate", "--path", "clusters"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+}
+
+#[test]
 fn a_missing_kustomize_binary_is_a_clear_error_naming_the_flag() {
     let repo = studio();
     let (code, out, err) = hotsync(

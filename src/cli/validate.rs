@@ -46,10 +46,33 @@ struct SetRef {
     line: usize,
 }
 
+/// The top of the work tree that holds `path` (the nearest directory above it with a `.git`), and
+/// `path` relative to it; `path` itself when it lies in no work tree.
+fn worktree_root(path: &std::path::Path) -> anyhow::Result<(std::path::PathBuf, String)> {
+    use anyhow::Context as _;
+    let abs = std::fs::canonicalize(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut top = abs.as_path();
+    loop {
+        if top.join(".git").exists() {
+            let rel = abs
+                .strip_prefix(top)
+                .unwrap_or(std::path::Path::new(""))
+                .to_string_lossy()
+                .to_string();
+            return Ok((top.to_path_buf(), rel));
+        }
+        match top.parent() {
+            Some(p) => top = p,
+            None => return Ok((abs.clone(), String::new())),
+        }
+    }
+}
+
 pub fn run(args: ValidateArgs) -> anyhow::Result<i32> {
     let opts = args.source.load_options();
     let manifests = if args.worktree {
-        hotsync::manifest::load_dir(std::path::Path::new(&args.source.path), &opts)?
+        let (root, dir) = worktree_root(std::path::Path::new(&args.source.path))?;
+        hotsync::source::load_worktree(&root, &dir, &opts)?
     } else {
         let repo = args.source.open()?;
         let commit = repo.resolve(&args.rev)?;

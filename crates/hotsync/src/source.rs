@@ -210,6 +210,11 @@ pub fn render_overlays(
         }
         inputs.push((*o, files));
     }
+    Ok(render_inputs(&inputs, opts))
+}
+
+/// Renders each overlay or chart from its input files, on every core, and parses what they render.
+fn render_inputs(inputs: &[(&Overlay, Vec<SourceFile>)], opts: &LoadOptions) -> Manifests {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -250,5 +255,121 @@ pub fn render_overlays(
         m.extend(parse(&files, opts));
         m.diagnostics.extend(diagnostics);
     }
+    m
+}
+
+/// The work tree on disk under `root`, as the Kustomize and Helm walks read it (never following a
+/// symlink, passing over `.git`).
+struct OnDisk<'a> {
+    root: &'a std::path::Path,
+}
+
+impl OnDisk<'_> {
+    fn io(&self, path: &str) -> impl FnOnce(std::io::Error) -> SourceError {
+        let path = self.root.join(path);
+        move |source| SourceError::WorkTree { path, source }
+    }
+}
+
+impl kustomize::Tree for OnDisk<'_> {
+    fn entry(&self, path: &str) -> Result<Option<Entry>, SourceError> {
+        match std::fs::symlink_metadata(self.root.join(path)) {
+            Ok(m) if m.file_type().is_symlink() => Ok(Some(Entry::Symlink)),
+            Ok(m) if m.is_dir() => Ok(Some(Entry::Dir)),
+            Ok(_) => Ok(Some(Entry::File)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io(path)(e)),
+        }
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, SourceError> {
+        std::fs::read(self.root.join(path)).map_err(self.io(path))
+    }
+
+    fn files_under(&self, dir: &str) -> Result<Vec<(String, Entry)>, SourceError> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.trim_end_matches('/').to_string()];
+        while let Some(d) = stack.pop() {
+            let entries = std::fs::read_dir(self.root.join(&d)).map_err(self.io(&d))?;
+            for entry in entries {
+                let entry = entry.map_err(self.io(&d))?;
+                let name = entry.file_name().to_string_lossy().to_string();
+                let path = if d.is_empty() || d == "." {
+                    name.clone()
+                } else {
+                    format!("{d}/{name}")
+                };
+                let ft = entry.file_type().map_err(self.io(&path))?;
+                if ft.is_symlink() {
+                    out.push((path, Entry::Symlink));
+                } else if ft.is_dir() {
+                    if name != ".git" {
+                        stack.push(path);
+                    }
+                } else {
+                    out.push((path, Entry::File));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}
+
+/// Loads every manifest under `dir` (relative to `root`, the work tree's top) from the files on disk,
+/// as [`load_at`] does at a commit: the plain files, and each overlay or chart rendered from the files
+/// it reads (also outside `dir`, never outside `root`). Paths in the result are relative to `root`.
+///
+/// # Errors
+/// When a directory cannot be listed or a file cannot be read.
+pub fn load_worktree(
+    root: &std::path::Path,
+    dir: &str,
+    opts: &LoadOptions,
+) -> Result<Manifests, SourceError> {
+    use kustomize::Tree as _;
+    let tree = OnDisk { root };
+    let dir = dir.trim_start_matches("./");
+    let dir = if dir == "." { "" } else { dir };
+    let files = tree.files_under(dir)?;
+    let roots: Vec<String> = files
+        .iter()
+        .filter(|(p, _)| crate::render::is_rendered_root(p))
+        .map(|(p, _)| p.clone())
+        .collect();
+    let layout = crate::render::discover(&tree, &roots, &opts.kustomize, &opts.helm)?;
+    let mut sources = Vec::new();
+    for (path, entry) in &files {
+        if !manifest::is_manifest_path(path) || layout.owns(path) {
+            continue;
+        }
+        sources.push(SourceFile {
+            path: path.clone(),
+            content: match entry {
+                Entry::Symlink => None,
+                _ => Some(tree.read(path)?),
+            },
+        });
+    }
+    let (rendered, diagnostics) = PlainYaml.render(sources);
+    let mut m = parse(&rendered, opts);
+    m.diagnostics.extend(diagnostics);
+    let mut inputs = Vec::with_capacity(layout.roots.len());
+    for o in &layout.roots {
+        let mut files = Vec::with_capacity(o.inputs.len());
+        for path in &o.inputs {
+            let content = match tree.entry(path)? {
+                Some(Entry::File) => Some(tree.read(path)?),
+                _ => None,
+            };
+            files.push(SourceFile {
+                path: path.clone(),
+                content,
+            });
+        }
+        inputs.push((o, files));
+    }
+    m.extend(render_inputs(&inputs, opts));
+    m.finish();
     Ok(m)
 }

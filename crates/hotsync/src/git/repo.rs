@@ -58,6 +58,12 @@ pub enum SourceError {
         #[source]
         source: git2::Error,
     },
+    #[error("cannot read {path} in the work tree")]
+    WorkTree {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot create cache directory {path}")]
     Cache {
         path: PathBuf,
@@ -75,7 +81,7 @@ impl SourceError {
             SourceError::Revision { .. }
             | SourceError::RevisionGone { .. }
             | SourceError::NoSuchPath { .. } => "repo_revision",
-            SourceError::Read { .. } => "repo_read",
+            SourceError::Read { .. } | SourceError::WorkTree { .. } => "repo_read",
         }
     }
 }
