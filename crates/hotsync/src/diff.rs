@@ -186,22 +186,28 @@ fn is_tool_annotation(key: &str) -> bool {
 /// Removes nulls, empty maps and empty lists (absent and empty mean the same to the API), and puts
 /// quantities in canonical form.
 fn prune(v: &mut Value, path: &str) -> bool {
+    let mut buf = String::from(path);
+    prune_at(v, &mut buf)
+}
+
+/// [`prune`] with the path in one buffer, grown and cut back as the walk goes (no string per key).
+fn prune_at(v: &mut Value, path: &mut String) -> bool {
     match v {
         Value::Null => false,
         Value::Object(m) => {
-            let keys: Vec<String> = m.keys().cloned().collect();
-            for k in keys {
-                let child_path = format!("{path}.{k}");
-                let keep = m.get_mut(&k).is_some_and(|c| prune(c, &child_path));
-                if !keep {
-                    m.remove(&k);
-                }
-            }
+            m.retain(|k, c| {
+                let len = path.len();
+                path.push('.');
+                path.push_str(k);
+                let keep = prune_at(c, path);
+                path.truncate(len);
+                keep
+            });
             !m.is_empty()
         }
         Value::Array(a) => {
             for c in a.iter_mut() {
-                prune(c, path);
+                prune_at(c, path);
             }
             !a.is_empty()
         }
@@ -294,7 +300,11 @@ pub fn canonical_quantity(s: &str) -> Option<String> {
 /// `spec.network` when the set has one (it becomes template annotations). Equal templates have equal
 /// fingerprints.
 pub fn fingerprint(gss: &GameServerSet) -> String {
-    let v = normalise(gss);
+    fingerprint_of(&normalise(gss))
+}
+
+/// [`fingerprint`] of a set already [`normalise`]d.
+fn fingerprint_of(v: &Value) -> String {
     let tpl = v
         .pointer("/spec/gameServerTemplate")
         .cloned()
@@ -309,21 +319,38 @@ pub fn fingerprint(gss: &GameServerSet) -> String {
 
 /// JSON with sorted keys, for hashing.
 fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    canonical_json_into(v, &mut out);
+    out
+}
+
+fn canonical_json_into(v: &Value, out: &mut String) {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            let parts: Vec<String> = keys
-                .iter()
-                .map(|k| format!("{}:{}", Value::String((*k).clone()), canonical_json(&m[*k])))
-                .collect();
-            format!("{{{}}}", parts.join(","))
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String((*k).clone()).to_string());
+                out.push(':');
+                canonical_json_into(&m[*k], out);
+            }
+            out.push('}');
         }
-        Value::Array(a) => format!(
-            "[{}]",
-            a.iter().map(canonical_json).collect::<Vec<_>>().join(",")
-        ),
-        other => other.to_string(),
+        Value::Array(a) => {
+            out.push('[');
+            for (i, c) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json_into(c, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
     }
 }
 
@@ -511,8 +538,8 @@ pub fn diff_sets(base: Option<&GameServerSet>, head: Option<&GameServerSet>) -> 
         containers,
         warnings: Vec::new(),
         fingerprint: Fingerprints {
-            from: base.map(fingerprint),
-            to: head.map(fingerprint),
+            from: a.as_ref().map(fingerprint_of),
+            to: b.as_ref().map(fingerprint_of),
         },
         replicas,
         pod_update_policy: policy,

@@ -238,6 +238,7 @@ pub(crate) fn callbacks<'a>(
     remote: &'a RemoteUrl,
     session: &'a Session,
 ) -> git2::RemoteCallbacks<'a> {
+    super::tls::load_ca_bundle();
     let mut cb = git2::RemoteCallbacks::new();
     cb.credentials(move |_url, user_from_url, allowed| {
         let user = user_from_url

@@ -7,6 +7,7 @@
 //!   transport).
 //! - [`auth`] and [`known_hosts`]: credentials (HTTPS token, SSH key or agent) and host-key checks for
 //!   both, and [`redact`]: the one redaction policy for URLs and secrets in errors and logs.
+//! - [`tls`]: libgit2's CA bundle loaded only when a connection needs it, not at every start.
 //! - [`trailers`]: the `Hotsync-Source` trailer that marks hotsync's own commits.
 //! - [`id`]: [`CommitId`] and [`BlobId`], hotsync's own object ids: libgit2's type never leaves here.
 //!
@@ -19,6 +20,7 @@ pub mod known_hosts;
 pub mod publish;
 pub mod redact;
 pub mod repo;
+pub mod tls;
 pub mod trailers;
 
 pub use id::{BlobId, CommitId, InvalidId};
