@@ -4,6 +4,11 @@ mod cli;
 
 fn main() {
     let args = cli::Cli::parse();
+    // Before any thread and any other use of libgit2: a command that reads a local repository only
+    // does not pay for loading the CA bundle.
+    if args.command.local_only() {
+        hotsync::git::tls::defer_ca_bundle();
+    }
     let code = match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

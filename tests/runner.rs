@@ -15,6 +15,7 @@ mod kustomize;
 mod plan_cases;
 mod plan_cli;
 mod players;
+mod progressive;
 mod real_node;
 mod secrets;
 mod set_image;

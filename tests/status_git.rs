@@ -16,6 +16,7 @@ const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
 fn status(cluster: &str, name: &str, phase: Phase, message: Option<&str>) -> SetStatus {
     SetStatus {
+        step: None,
         cluster: cluster.into(),
         namespace: "games".into(),
         name: name.into(),

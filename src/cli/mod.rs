@@ -2,6 +2,7 @@
 
 mod demo;
 mod plan;
+mod promote;
 mod run;
 mod set_image;
 mod sim;
@@ -31,7 +32,26 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     SetImage(set_image::SetImageArgs),
     Wait(wait::WaitArgs),
+    Promote(promote::PromoteArgs),
     Sim(sim::SimArgs),
+}
+
+impl Command {
+    /// Whether the command reads a local repository and never connects to a Git remote.
+    pub fn local_only(&self) -> bool {
+        let local = |s: &SourceArgs| !hotsync::git::is_remote(&s.repo);
+        match self {
+            Command::Plan(a) => local(&a.source),
+            Command::Validate(a) => local(&a.source),
+            Command::SetImage(a) => local(&a.source),
+            Command::Wait(a) => local(&a.source),
+            Command::Demo(_)
+            | Command::Run(_)
+            | Command::Sync(_)
+            | Command::Promote(_)
+            | Command::Sim(_) => false,
+        }
+    }
 }
 
 /// Where the manifests come from.
@@ -215,6 +235,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sync(args) => sync::run(args),
         Command::Validate(args) => validate::run(args),
         Command::SetImage(args) => set_image::run(args),
+        Command::Promote(args) => promote::run(args),
         Command::Wait(args) => wait::run(args),
         Command::Sim(args) => sim::run(args),
     }

@@ -573,6 +573,10 @@ fn check_spec(raw: &Value, gss: &GameServerSet) -> Vec<Problem> {
             ));
         }
     }
+    if let Err((key, message)) = crate::rollout::steps::Steps::of(gss.metadata.annotations.as_ref())
+    {
+        problems.push((Severity::Error, Some(key), message));
+    }
     for (path, _) in unknown_fields(gss) {
         problems.push((
             Severity::Warning,

@@ -357,6 +357,7 @@ pub async fn sync_target(
                         judge_drift: false,
                         writes: Default::default(),
                         generation: None,
+                        step: None,
                     }
                 }
             }

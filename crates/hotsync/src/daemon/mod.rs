@@ -820,7 +820,11 @@ impl SyncLoop {
                         }
                     }
                 }
-                Outcome::Progressing | Outcome::Deferred | Outcome::Degraded => {
+                // A paused step is checked again soon: a promotion or its pause moves it on.
+                Outcome::Progressing
+                | Outcome::Deferred
+                | Outcome::Degraded
+                | Outcome::StepPaused => {
                     self.set_failures.remove(&key);
                     self.in_step.remove(&key);
                     soon.insert(key);
@@ -904,6 +908,7 @@ impl SyncLoop {
                 Outcome::Synced => "synced",
                 Outcome::Progressing => "progressing",
                 Outcome::Paused => "paused",
+                Outcome::StepPaused => "step_paused",
                 Outcome::Deferred => "deferred",
                 Outcome::Degraded => "degraded",
                 Outcome::Refused => "refused",

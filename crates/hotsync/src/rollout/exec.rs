@@ -142,6 +142,7 @@ fn plan_options(want: &GameServerSet, opts: &RolloutOptions, pods: usize) -> Pla
         .unwrap_or(0),
         partition: usize::try_from(ru.partition.unwrap_or(0).max(0)).unwrap_or(0),
         max_unavailable: ru.max_unavailable.clone(),
+        step: None,
     }
 }
 
@@ -208,6 +209,15 @@ fn held_result(name: &str, why: &Held) -> PodResult {
             result: PodOutcome::Deferred,
             containers: vec![],
             message: Some(format!("opsState {ops}: updated once it changes")),
+        },
+        Held::Step { step, of } => PodResult {
+            name: name.to_string(),
+            result: PodOutcome::NextStep,
+            containers: vec![],
+            message: Some(format!(
+                "the rollout is paused at step {} of {of}: updated at a later step",
+                step + 1
+            )),
         },
     }
 }
@@ -330,7 +340,76 @@ pub(crate) async fn hot_update(
     target.annotations = meta_target(new_meta.annotations.as_ref(), old_meta.annotations.as_ref());
     let mut watch = PodWatch::start(ctx).await?;
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.ns);
-    let popts = plan_options(want, ctx.opts, watch.pods().len());
+    let mut popts = plan_options(want, ctx.opts, watch.pods().len());
+    // A progressive rollout: the step it may go to, promoted by itself when its pause is over and the
+    // gate holds.
+    let steps = super::steps::Steps::of(want.metadata.annotations.as_ref())
+        .ok()
+        .flatten();
+    let live_annotations = live
+        .gss
+        .as_ref()
+        .and_then(|g| g.metadata.annotations.clone())
+        .unwrap_or_default();
+    let mut step_at = None;
+    if let Some(s) = &steps {
+        let recorded = |key: &str| {
+            super::steps::step_for(live_annotations.get(key).map(String::as_str), &fingerprint)
+        };
+        let mut k = recorded(super::steps::ANNOTATION_STEP).map_or(0, |(k, _)| k);
+        let of = s.count(popts.replicas);
+        if let (Some(pause), Some((reached, Some(at)))) =
+            (s.pause, recorded(super::steps::ANNOTATION_STEP_REACHED))
+        {
+            let due = at
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .ok()
+                .and_then(|t| Duration::try_from(now().duration_since(t)).ok())
+                .is_some_and(|waited| waited >= pause);
+            if reached == k && k + 1 < of && due {
+                let gs_states: BTreeMap<String, String> = live
+                    .gameservers
+                    .iter()
+                    .filter_map(|g| {
+                        Some((
+                            g.metadata.name.clone()?,
+                            g.status.as_ref()?.current_state.clone()?,
+                        ))
+                    })
+                    .collect();
+                let pods = pods_of(&watch);
+                let updated = plan::plan_set(&pods, &target, &popts, now()).current;
+                if let Some(why) = plan::step_gate(&pods, &updated, &gs_states, &target) {
+                    out.outcome = Outcome::Failed;
+                    out.message = Some(format!(
+                        "step {} of {of} did not pass its gate, the rollout stops: {why}",
+                        k + 1
+                    ));
+                    out.step = Some(super::StepReport {
+                        step: k + 1,
+                        of,
+                        pods: s.pods_at(k, popts.replicas),
+                    });
+                    return Ok(());
+                }
+                k += 1;
+                annotate(
+                    ctx,
+                    super::steps::ANNOTATION_STEP,
+                    &super::steps::step_value(&fingerprint, k, None),
+                )
+                .await?;
+            }
+        }
+        if k + 1 < of {
+            popts.step = Some(plan::StepCap {
+                pods: s.pods_at(k, popts.replicas),
+                step: k,
+                of,
+            });
+        }
+        step_at = Some((k, of));
+    }
     let first = plan::plan_set(&pods_of(&watch), &target, &popts, now());
     ctx.emit(Progress::Started {
         set: ctx.key(),
@@ -640,6 +719,17 @@ pub(crate) async fn hot_update(
     }
     out.pods = results.into_values().collect();
     out.pods.sort_by(|a, b| a.name.cmp(&b.name));
+    if let (Some((k, of)), Some(s)) = (step_at, &steps) {
+        out.step = Some(super::StepReport {
+            step: k + 1,
+            of,
+            pods: s.pods_at(k, popts.replicas),
+        });
+    }
+    let at_step = last_plan
+        .held
+        .iter()
+        .any(|(_, h)| matches!(h, Held::Step { .. }));
     if let Some(why) = stop {
         // The hold stays: OKG must not carry the failing image to the other pods.
         out.outcome = Outcome::Failed;
@@ -678,6 +768,44 @@ pub(crate) async fn hot_update(
                 String::new()
             }
         ));
+    } else if let (true, Some((k, of))) = (at_step, step_at) {
+        // The step is done: the set stays held so that OKG does not carry the template further.
+        apply_with(ctx, want, Some(&fingerprint), None, omit_replicas, false).await?;
+        let recorded = super::steps::step_for(
+            live_annotations
+                .get(super::steps::ANNOTATION_STEP_REACHED)
+                .map(String::as_str),
+            &fingerprint,
+        );
+        let reached_at = match recorded {
+            Some((r, Some(at))) if r == k => at,
+            _ => {
+                let at = rfc3339_now();
+                annotate(
+                    ctx,
+                    super::steps::ANNOTATION_STEP_REACHED,
+                    &super::steps::step_value(&fingerprint, k, Some(&at)),
+                )
+                .await?;
+                at
+            }
+        };
+        let pause = steps.as_ref().and_then(|s| s.pause);
+        out.outcome = Outcome::StepPaused;
+        out.message = Some(format!(
+            "paused at step {} of {of}: {} of {} pod(s) on the new template since {reached_at}; {}",
+            k + 1,
+            last_plan.current.len(),
+            popts.replicas,
+            match pause {
+                Some(p) => format!(
+                    "promoted by itself {}s after that if the gate holds, or by hotsync promote {}",
+                    p.as_secs(),
+                    ctx.key()
+                ),
+                None => format!("promote with hotsync promote {}", ctx.key()),
+            }
+        ));
     } else {
         super::apply(ctx, want, None, omit_replicas, false).await?;
         out.outcome = Outcome::Synced;
@@ -688,6 +816,26 @@ pub(crate) async fn hot_update(
         revision: ctx.opts.source_commit.clone(),
         message: out.message.clone(),
     });
+    Ok(())
+}
+
+/// Sets one annotation of the live set (a merge patch of hotsync's step records, which hotsync's own
+/// apply leaves alone), bounded and counted as every write.
+async fn annotate(ctx: &Ctx<'_>, key: &str, value: &str) -> Result<(), ClusterError> {
+    let api: Api<GameServerSet> = Api::namespaced(ctx.client.clone(), &ctx.ns);
+    let patch = json!({"metadata": {"annotations": {key: value}}});
+    let name = ctx.name.clone();
+    let pp = PatchParams {
+        field_manager: Some("hotsync-steps".to_string()),
+        ..PatchParams::default()
+    };
+    ctx.writer
+        .run(
+            "annotate",
+            format!("gameserverset {}", ctx.key()),
+            async move { api.patch(&name, &pp, &Patch::Merge(patch)).await },
+        )
+        .await?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@
 pub mod exec;
 pub mod plan;
 pub mod preview;
+pub mod steps;
 
 use crate::diff::{diff_sets, Class, Impact};
 use crate::live::{self, ClusterError};
@@ -118,6 +119,9 @@ pub enum Outcome {
     Progressing,
     /// Applied, but Git pauses the rollout.
     Paused,
+    /// A progressive rollout is paused at a step (`hotsync.dev/steps`): the step's pods are updated, the
+    /// set stays held, and the next step waits for `hotsync promote` or its pause.
+    StepPaused,
     /// Every pod it may update is updated; game servers deferred by policy wait for their players, and
     /// the set stays held so that OKG does not restart them either.
     Deferred,
@@ -161,6 +165,8 @@ pub enum PodOutcome {
     RolledBack,
     /// Not reached: the rollout stopped before it.
     NotReached,
+    /// Left for a later step of a progressive rollout (`hotsync.dev/steps`).
+    NextStep,
     /// Would be patched (`--dry-run`).
     WouldUpdate,
 }
@@ -185,10 +191,22 @@ pub struct SetOutcome {
     pub judge_drift: bool,
     /// The writes this set's sync made, by result.
     pub writes: exec::WriteCounts,
+    /// The step of a progressive rollout it is at (`hotsync.dev/steps`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepReport>,
     /// The set's `metadata.generation` when its sync ended (after hotsync's last write to it): the
     /// daemon skips a set whose Git and generation are both unchanged since it was synced.
     #[serde(skip)]
     pub generation: Option<i64>,
+}
+
+/// Where a progressive rollout stands: at step `step` (1-based) of `of`, which has `pods` pods in total
+/// on the new template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct StepReport {
+    pub step: usize,
+    pub of: usize,
+    pub pods: usize,
 }
 
 /// Progress of a rollout, for a terminal or a log.
@@ -302,6 +320,7 @@ async fn sync_set_in(ctx: &Ctx<'_>, desired: &DesiredSet) -> Result<SetOutcome, 
             judge_drift: false,
             writes: Default::default(),
             generation: None,
+            step: None,
         });
     }
     let mut out = SetOutcome {
@@ -316,6 +335,7 @@ async fn sync_set_in(ctx: &Ctx<'_>, desired: &DesiredSet) -> Result<SetOutcome, 
         judge_drift: false,
         writes: Default::default(),
         generation: None,
+        step: None,
     };
     out.warnings.extend(live::image_overrides(&live));
     let in_place = policy_is_in_place(Some(want.pod_update_policy()));

@@ -421,6 +421,8 @@ pub enum Held {
     Partition(i32),
     /// Its game server's opsState is one the options defer.
     Deferred(String),
+    /// The rollout pauses at this step (0-based) of so many (`hotsync.dev/steps`).
+    Step { step: usize, of: usize },
 }
 
 /// The plan of one set: which pods, in which order; which are held and why.
@@ -450,6 +452,17 @@ pub struct PlanOptions {
     pub partition: usize,
     /// `maxUnavailable`, an int or a percentage.
     pub max_unavailable: Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+    /// The step the rollout is at: at most this many pods in total on the target, at step `step`
+    /// (0-based) of `of` (`hotsync.dev/steps`); `None`: every pod.
+    pub step: Option<StepCap>,
+}
+
+/// The cap a step puts on a rollout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepCap {
+    pub pods: usize,
+    pub step: usize,
+    pub of: usize,
 }
 
 /// maxUnavailable as a pod count: an int, or a percentage of replicas rounded down (Kruise's
@@ -470,6 +483,54 @@ pub fn scaled(
             .unwrap_or(1),
     };
     n.max(1)
+}
+
+/// The gate a step passes before it is promoted by itself: every pod updated so far is ready on the
+/// target's images, its game server is neither `NotReady` nor `Crash` (`gs_states`: the GameServers'
+/// `status.currentState`, by name), and no changed container restarted again after its update (more
+/// than the one restart the update made, by the pod's baseline). `None` when it holds; else which gate,
+/// which pod, which container.
+pub fn step_gate(
+    pods: &[Pod],
+    updated: &[String],
+    gs_states: &BTreeMap<String, String>,
+    t: &Target,
+) -> Option<String> {
+    for name in updated {
+        let Some(p) = pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+        else {
+            return Some(format!("gate ready: pod {name} is gone"));
+        };
+        for (c, image) in &t.images {
+            if spec_image(p, c) != Some(image.as_str()) {
+                return Some(format!(
+                    "gate ready: pod {name} container {c} is not on {image}"
+                ));
+            }
+        }
+        if !available(p, Duration::ZERO, k8s_openapi::jiff::Timestamp::now()) {
+            return Some(format!("gate ready: pod {name} is not ready"));
+        }
+        if let Some(state) = gs_states.get(name) {
+            if state == "NotReady" || state == "Crash" {
+                return Some(format!("gate game server: {name} is {state}"));
+            }
+        }
+        if let Some(b) = baseline(p) {
+            for (c, cb) in &b.containers {
+                let now = status_of(p, c).map(|s| s.restart_count).unwrap_or(0);
+                if now > cb.restart_count + 1 {
+                    return Some(format!(
+                        "gate restarts: pod {name} container {c} restarted again after its update ({} restarts since)",
+                        now - cb.restart_count
+                    ));
+                }
+            }
+        }
+    }
+    None
 }
 
 fn priority(pod: &Pod) -> i64 {
@@ -534,7 +595,10 @@ pub fn plan_set(
         candidates.push(p);
     }
     let updated = plan.current.len() + plan.in_flight.len();
-    let may_update = opts.replicas.saturating_sub(opts.partition);
+    let by_partition = opts.replicas.saturating_sub(opts.partition);
+    // A step binds when it allows fewer pods than partition does.
+    let step = opts.step.filter(|s| s.pods < by_partition);
+    let may_update = step.map_or(by_partition, |s| s.pods);
     let mut allowed = may_update.saturating_sub(updated);
     for p in candidates {
         let name = p.metadata.name.clone().unwrap_or_default();
@@ -550,10 +614,14 @@ pub fn plan_set(
             continue;
         }
         if allowed == 0 {
-            plan.held.push((
-                name,
-                Held::Partition(i32::try_from(opts.partition).unwrap_or(i32::MAX)),
-            ));
+            let why = match step {
+                Some(s) => Held::Step {
+                    step: s.step,
+                    of: s.of,
+                },
+                None => Held::Partition(i32::try_from(opts.partition).unwrap_or(i32::MAX)),
+            };
+            plan.held.push((name, why));
             continue;
         }
         allowed -= 1;
@@ -662,6 +730,90 @@ mod tests {
         assert_eq!(p.current, ["mc-2"]);
         assert_eq!(p.order, ["mc-1"]);
         assert_eq!(p.held, [("mc-0".to_string(), Held::Partition(1))]);
+    }
+
+    #[test]
+    fn a_step_caps_the_pods_on_the_target_in_total_and_holds_the_rest_for_later_steps() {
+        let updated = json!({"status": {"containerStatuses": [
+            {"name": "game", "image": "docker.io/library/g:1", "imageID": "g", "ready": true, "restartCount": 0, "state": {"running": {}}},
+            {"name": "sidecar", "image": "docker.io/library/s:2", "imageID": "s@sha256:2", "ready": true, "restartCount": 1, "state": {"running": {}}}]}});
+        let pods = vec![
+            pod("mc-0", "mc-old", "s:1", json!({})),
+            pod("mc-1", "mc-old", "s:1", json!({})),
+            pod("mc-2", "mc-old", "s:1", json!({})),
+            pod("mc-3", "mc-new", "s:2", updated),
+        ];
+        let at = |pods: usize, step: usize| PlanOptions {
+            step: Some(StepCap { pods, step, of: 3 }),
+            ..opts(4)
+        };
+        // Step 1 of 3 (one pod): the pod already updated is that one; nothing more.
+        let p = plan_set(&pods, &target(), &at(1, 0), now());
+        assert_eq!(p.current, ["mc-3"]);
+        assert!(p.order.is_empty(), "{p:?}");
+        assert_eq!(p.held.len(), 3);
+        assert!(p
+            .held
+            .iter()
+            .all(|(_, h)| *h == Held::Step { step: 0, of: 3 }));
+        // Step 2 of 3 (two pods): one more, by ordinal.
+        let p = plan_set(&pods, &target(), &at(2, 1), now());
+        assert_eq!(p.order, ["mc-2"]);
+        // A partition tighter than the step is what holds.
+        let p = plan_set(
+            &pods,
+            &target(),
+            &PlanOptions {
+                partition: 3,
+                ..at(3, 1)
+            },
+            now(),
+        );
+        assert!(p.order.is_empty());
+        assert!(p.held.iter().all(|(_, h)| *h == Held::Partition(3)));
+    }
+
+    #[test]
+    fn a_step_gate_names_the_pod_and_container_that_restarted_again_or_the_game_server_that_crashed(
+    ) {
+        let baseline = serde_json::to_string(&Baseline {
+            revision: "mc-old".into(),
+            target: "mc-new".into(),
+            containers: BTreeMap::from([(
+                "sidecar".to_string(),
+                ContainerBaseline {
+                    image: "s:1".into(),
+                    restart_count: 0,
+                    container_id: Some("c1".into()),
+                    image_id: "s@sha256:1".into(),
+                },
+            )]),
+        })
+        .expect("json");
+        let updated = |restarts: i32| {
+            pod(
+                "mc-3",
+                "mc-new",
+                "s:2",
+                json!({"metadata": {"annotations": {ANNOTATION_BASELINE: baseline}},
+                    "status": {"containerStatuses": [
+                    {"name": "game", "image": "docker.io/library/g:1", "imageID": "g", "ready": true, "restartCount": 0, "state": {"running": {}}},
+                    {"name": "sidecar", "image": "docker.io/library/s:2", "imageID": "s@sha256:2", "ready": true, "restartCount": restarts, "state": {"running": {}}}]}}),
+            )
+        };
+        let names = ["mc-3".to_string()];
+        let none = BTreeMap::new();
+        assert_eq!(step_gate(&[updated(1)], &names, &none, &target()), None);
+        let again = step_gate(&[updated(3)], &names, &none, &target()).unwrap_or_default();
+        assert!(
+            again.contains("mc-3")
+                && again.contains("sidecar")
+                && again.contains("restarted again"),
+            "{again}"
+        );
+        let crashed = BTreeMap::from([("mc-3".to_string(), "Crash".to_string())]);
+        let gs = step_gate(&[updated(1)], &names, &crashed, &target()).unwrap_or_default();
+        assert!(gs.contains("game server") && gs.contains("Crash"), "{gs}");
     }
 
     #[test]

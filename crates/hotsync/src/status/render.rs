@@ -17,6 +17,8 @@ pub enum Phase {
     /// Every pod that may be updated is; game servers deferred by policy wait for their players (the set
     /// stays held).
     Deferred,
+    /// A progressive rollout is paused at a step (the set stays held): see the status's `step`.
+    Paused,
     /// The rollout finished, but some pods are not ready or restart.
     Degraded,
     /// The rollout failed or was refused.
@@ -32,6 +34,7 @@ impl Phase {
             Phase::Synced => "Synced",
             Phase::Progressing => "Progressing",
             Phase::Deferred => "Deferred",
+            Phase::Paused => "Paused",
             Phase::Degraded => "Degraded",
             Phase::Failed => "Failed",
             Phase::OutOfSync => "OutOfSync",
@@ -89,6 +92,8 @@ pub struct SetStatus {
     pub source: SourceRef,
     pub phase: Phase,
     pub message: Option<String>,
+    /// A progressive rollout's step: `K/N` (step K of N reached).
+    pub step: Option<String>,
     pub containers: Vec<ContainerTarget>,
     pub pods: Vec<PodReport>,
 }
@@ -100,6 +105,8 @@ struct Document<'a> {
     phase: Phase,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<&'a str>,
     containers: Vec<&'a ContainerTarget>,
     pods: Vec<&'a PodReport>,
 }
@@ -141,6 +148,7 @@ impl SetStatus {
             source: &self.source,
             phase: self.phase,
             message: self.message.as_deref(),
+            step: self.step.as_deref(),
             containers,
             pods,
         };
@@ -187,6 +195,7 @@ mod tests {
             },
             phase: Phase::Progressing,
             message: None,
+            step: None,
             containers: vec![
                 ContainerTarget {
                     name: "sidecar".into(),

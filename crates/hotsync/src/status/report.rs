@@ -13,6 +13,7 @@ fn phase(outcome: &SetOutcome, pods: &[PodReport]) -> Phase {
         Outcome::Failed => Phase::Failed,
         Outcome::TimedOut | Outcome::Degraded => Phase::Degraded,
         Outcome::Deferred => Phase::Deferred,
+        Outcome::StepPaused => Phase::Paused,
         Outcome::Refused | Outcome::Paused | Outcome::DryRun => Phase::OutOfSync,
         Outcome::Progressing => Phase::Progressing,
         Outcome::Synced if pods.iter().all(|p| p.updated && p.ready) => Phase::Synced,
@@ -78,6 +79,7 @@ pub async fn statuses(client: &Client, cluster: &str, report: &SyncReport) -> Ve
             },
             phase: phase(set, &reports),
             message: set.message.clone(),
+            step: set.step.map(|s| format!("{}/{}", s.step, s.of)),
             containers: set
                 .target_images
                 .iter()

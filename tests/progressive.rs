@@ -1,0 +1,226 @@
+//! Progressive hot updates on the faithful simulation: a 10-pod set through `hotsync.dev/steps:
+//! "1,50%,100%"`, paused at each step with the set held, promoted by `hotsync promote` (recorded on the
+//! live set) or by its `hotsync.dev/step-pause`, every pod restarted in place; invalid steps are
+//! located errors.
+
+use crate::gitrepo::TempRepo;
+use crate::harness::{self, TestEnv};
+use hotsync::rollout::{Outcome, StepReport};
+use kube::ResourceExt as _;
+use std::process::Command;
+
+/// The seed's set with 10 pods, two at a time, and these annotations.
+fn manifest(ns: &str, tag: &str, annotations: &str) -> String {
+    harness::seed_manifest(ns, 10, tag, "      maxUnavailable: 2\n").replacen(
+        "  name: minecraft\n",
+        &format!("  name: minecraft\n  annotations:\n{annotations}"),
+        1,
+    )
+}
+
+async fn sync(env: &TestEnv, repo: &TempRepo) -> hotsync::sync::SyncReport {
+    hotsync::sync::sync(&env.client, &harness::sync_options(repo.path()), None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)))
+}
+
+/// The pods by name, with their uid and whether the sidecar runs `tag`.
+async fn on(env: &TestEnv, tag: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let pods = env.pods("minecraft").await;
+    let want = format!("registry.example.com/sidecar:{tag}");
+    let updated = pods
+        .iter()
+        .filter(|p| hotsync::live::spec_image(p, "sidecar") == Some(want.as_str()))
+        .map(|p| p.name_any())
+        .collect();
+    let uids = pods
+        .iter()
+        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+        .collect();
+    (updated, uids)
+}
+
+fn promote(env: &TestEnv, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hotsync"))
+        .arg("promote")
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args(args)
+        .output()
+        .expect("run hotsync promote");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_ten_pod_set_goes_through_1_50_100_percent_paused_at_each_step_until_promoted() {
+    let env = harness::env("steps promote").await;
+    let steps = "    hotsync.dev/steps: \"1,50%,100%\"\n";
+    let mut repo = TempRepo::new();
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.1", steps),
+    );
+    repo.commit_all("minecraft at v0.1, in steps");
+    assert_eq!(sync(&env, &repo).await.exit_code(), 0);
+    let (_, before) = on(&env, "v0.1").await;
+    assert_eq!(before.len(), 10);
+
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.2", steps),
+    );
+    repo.commit_all("sidecar v0.2");
+    let set = format!("{}/minecraft", env.namespace);
+
+    let report = sync(&env, &repo).await;
+    assert_eq!(
+        report.exit_code(),
+        0,
+        "a paused step is no failure: {report:#?}"
+    );
+    let s = &report.sets[0];
+    assert_eq!(s.outcome, Outcome::StepPaused, "{report:#?}");
+    assert_eq!(
+        s.step,
+        Some(StepReport {
+            step: 1,
+            of: 3,
+            pods: 1
+        })
+    );
+    assert!(
+        s.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("hotsync promote"),
+        "{s:#?}"
+    );
+    let (updated, _) = on(&env, "v0.2").await;
+    assert_eq!(updated, ["minecraft-9"], "the highest ordinal first");
+    // Syncing again does not go further without a promotion.
+    let report = sync(&env, &repo).await;
+    assert_eq!(
+        report.sets[0].step,
+        Some(StepReport {
+            step: 1,
+            of: 3,
+            pods: 1
+        })
+    );
+    assert_eq!(on(&env, "v0.2").await.0.len(), 1);
+
+    let (code, out) = promote(&env, &[&set]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("step 2 of 3"), "{out}");
+    let report = sync(&env, &repo).await;
+    assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
+    assert_eq!(
+        report.sets[0].step,
+        Some(StepReport {
+            step: 2,
+            of: 3,
+            pods: 5
+        })
+    );
+    assert_eq!(on(&env, "v0.2").await.0.len(), 5);
+
+    let (code, out) = promote(&env, &[&set]);
+    assert_eq!(code, 0, "{out}");
+    let report = sync(&env, &repo).await;
+    assert_eq!(report.sets[0].outcome, Outcome::Synced, "{report:#?}");
+    let (updated, after) = on(&env, "v0.2").await;
+    assert_eq!(updated.len(), 10);
+    assert_eq!(
+        after, before,
+        "the same pods throughout: restarted in place, none recreated"
+    );
+    for p in env.pods("minecraft").await {
+        assert_eq!(
+            hotsync::live::container_status(&p, "sidecar").map(|s| s.restart_count),
+            Some(1),
+            "{}",
+            p.name_any()
+        );
+    }
+    // Nothing left to promote.
+    let (code, out) = promote(&env, &[&set]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no rollout under way"), "{out}");
+}
+
+#[tokio::test]
+async fn a_step_with_a_pause_promotes_itself_and_promote_all_goes_to_the_last_step() {
+    let env = harness::env("steps pause").await;
+    let steps = "    hotsync.dev/steps: \"1,20%,50%\"\n    hotsync.dev/step-pause: 0s\n";
+    let mut repo = TempRepo::new();
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.1", steps),
+    );
+    repo.commit_all("minecraft at v0.1, in steps that pause for no time");
+    assert_eq!(sync(&env, &repo).await.exit_code(), 0);
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.2", steps),
+    );
+    repo.commit_all("sidecar v0.2");
+
+    let report = sync(&env, &repo).await;
+    assert_eq!(
+        report.sets[0].step,
+        Some(StepReport {
+            step: 1,
+            of: 4,
+            pods: 1
+        })
+    );
+    // The pause is over at the next sync and the gate holds: step 2 by itself.
+    let report = sync(&env, &repo).await;
+    assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
+    assert_eq!(
+        report.sets[0].step,
+        Some(StepReport {
+            step: 2,
+            of: 4,
+            pods: 2
+        })
+    );
+    assert_eq!(on(&env, "v0.2").await.0.len(), 2);
+
+    let (code, out) = promote(&env, &["--all", &format!("{}/minecraft", env.namespace)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("step 4 of 4"), "{out}");
+    let report = sync(&env, &repo).await;
+    assert_eq!(report.sets[0].outcome, Outcome::Synced, "{report:#?}");
+    assert_eq!(on(&env, "v0.2").await.0.len(), 10);
+}
+
+#[test]
+fn invalid_steps_are_an_error_located_at_the_annotation() {
+    let mut repo = TempRepo::new();
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest("games", "v0.1", "    hotsync.dev/steps: \"50%,25%\"\n"),
+    );
+    repo.commit_all("steps that shrink");
+    let out = Command::new(env!("CARGO_BIN_EXE_hotsync"))
+        .args(["validate"])
+        .current_dir(repo.path())
+        .output()
+        .expect("run hotsync validate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("sets/minecraft.yaml:6 (document 1): error")
+            && err.contains("hotsync.dev/steps")
+            && err.contains("not larger than the step before it"),
+        "{err}"
+    );
+}
