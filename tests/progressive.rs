@@ -41,8 +41,12 @@ async fn on(env: &TestEnv, tag: &str) -> (Vec<String>, Vec<(String, String)>) {
 }
 
 fn promote(env: &TestEnv, args: &[&str]) -> (i32, String) {
+    hotsync_on(env, "promote", args)
+}
+
+fn hotsync_on(env: &TestEnv, command: &str, args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_hotsync"))
-        .arg("promote")
+        .arg(command)
         .arg("--kubeconfig")
         .arg(&env.kubeconfig)
         .args(args)
@@ -200,6 +204,71 @@ async fn a_step_with_a_pause_promotes_itself_and_promote_all_goes_to_the_last_st
     let report = sync(&env, &repo).await;
     assert_eq!(report.sets[0].outcome, Outcome::Synced, "{report:#?}");
     assert_eq!(on(&env, "v0.2").await.0.len(), 10);
+}
+
+#[tokio::test]
+async fn an_aborted_rollout_rolls_its_pods_back_in_place_and_stays_aborted_until_a_new_template() {
+    let env = harness::env("steps abort").await;
+    let steps = "    hotsync.dev/steps: \"50%\"\n";
+    let mut repo = TempRepo::new();
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.1", steps),
+    );
+    repo.commit_all("minecraft at v0.1, in steps");
+    assert_eq!(sync(&env, &repo).await.exit_code(), 0);
+    let (_, before) = on(&env, "v0.1").await;
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.2", steps),
+    );
+    repo.commit_all("sidecar v0.2");
+    let report = sync(&env, &repo).await;
+    assert_eq!(
+        report.sets[0].step,
+        Some(StepReport {
+            step: 1,
+            of: 2,
+            pods: 5
+        })
+    );
+    let set = format!("{}/minecraft", env.namespace);
+
+    let (code, out) = hotsync_on(&env, "abort", &[&set]);
+    assert_eq!(code, 0, "{out}");
+    let report = sync(&env, &repo).await;
+    let s = &report.sets[0];
+    assert_eq!(s.outcome, Outcome::Aborted, "{report:#?}");
+    assert_eq!(
+        report.exit_code(),
+        3,
+        "the cluster differs from Git on purpose"
+    );
+    assert_eq!(
+        s.pods
+            .iter()
+            .filter(|p| p.result == hotsync::rollout::PodOutcome::RolledBack)
+            .count(),
+        5,
+        "{report:#?}"
+    );
+    let (on_old, after) = on(&env, "v0.1").await;
+    assert_eq!(on_old.len(), 10, "every pod back on v0.1");
+    assert_eq!(after, before, "rolled back in place: the same pods");
+    // It stays aborted: more syncs update nothing.
+    let report = sync(&env, &repo).await;
+    assert_eq!(report.sets[0].outcome, Outcome::Aborted, "{report:#?}");
+    assert_eq!(on(&env, "v0.1").await.0.len(), 10);
+
+    // A new template in Git starts a new rollout.
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.3", steps),
+    );
+    repo.commit_all("sidecar v0.3");
+    let report = sync(&env, &repo).await;
+    assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
+    assert_eq!(on(&env, "v0.3").await.0.len(), 5);
 }
 
 #[test]

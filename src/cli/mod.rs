@@ -33,6 +33,7 @@ pub enum Command {
     SetImage(set_image::SetImageArgs),
     Wait(wait::WaitArgs),
     Promote(promote::PromoteArgs),
+    Abort(promote::AbortArgs),
     Sim(sim::SimArgs),
 }
 
@@ -49,6 +50,7 @@ impl Command {
             | Command::Run(_)
             | Command::Sync(_)
             | Command::Promote(_)
+            | Command::Abort(_)
             | Command::Sim(_) => false,
         }
     }
@@ -236,6 +238,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Validate(args) => validate::run(args),
         Command::SetImage(args) => set_image::run(args),
         Command::Promote(args) => promote::run(args),
+        Command::Abort(args) => promote::abort(args),
         Command::Wait(args) => wait::run(args),
         Command::Sim(args) => sim::run(args),
     }

@@ -1,7 +1,8 @@
-//! `hotsync promote`: moves a progressive rollout (`hotsync.dev/steps`) paused at a step on to the
+//! `hotsync promote` and `hotsync abort`. `promote` moves a progressive rollout (`hotsync.dev/steps`) paused at a step on to the
 //! next one, or with `--all` to the last. The promotion is recorded on the live set, so that every
 //! `sync`, the daemon and a restarted daemon see it; the rollout itself goes on at the next sync (the
-//! daemon checks a paused set again within seconds).
+//! daemon checks a paused set again within seconds). `abort` records on the live set that the rollout
+//! under way is aborted: the next sync rolls the pods it updated back.
 
 use super::KubeArgs;
 use anyhow::Context as _;
@@ -94,6 +95,70 @@ pub fn run(args: PromoteArgs) -> anyhow::Result<i32> {
             at + 1,
             to + 1,
             steps.pods_at(to, replicas),
+        );
+        Ok(0)
+    })
+}
+
+/// Abort a rollout under way: the pods it updated are put back on their images, and it stays aborted
+/// (even with `--self-heal`) until Git holds another template for the set.
+///
+/// Exit codes: 0 aborted, 2 invalid input or error (no such set, no rollout under way).
+#[derive(Debug, Args)]
+#[command(after_help = "Exit codes: 0 aborted, 2 invalid input or error.")]
+pub struct AbortArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// The set, as NAMESPACE/NAME.
+    pub set: String,
+}
+
+pub fn abort(args: AbortArgs) -> anyhow::Result<i32> {
+    let Some((ns, name)) = args.set.split_once('/') else {
+        eprintln!("error: {:?} is not NAMESPACE/NAME", args.set);
+        return Ok(2);
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = args.kube.client().await?;
+        let api: Api<GameServerSet> = Api::namespaced(client, ns);
+        let Some(gss) = api
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading gameserverset {ns}/{name}"))?
+        else {
+            eprintln!("error: GameServerSet {ns}/{name} is not in the cluster");
+            return Ok(2);
+        };
+        let annotations = gss.metadata.annotations.clone().unwrap_or_default();
+        let Some(fingerprint) = annotations.get(hotsync::rollout::ANNOTATION_HOLD) else {
+            eprintln!("error: {ns}/{name} has no rollout under way (hotsync does not hold it): nothing to abort");
+            return Ok(2);
+        };
+        if let Some(at) = steps::aborted_for(
+            annotations.get(steps::ANNOTATION_ABORTED).map(String::as_str),
+            fingerprint,
+        ) {
+            println!("{ns}/{name}: its rollout was already aborted at {at}");
+            return Ok(0);
+        }
+        let at = k8s_openapi::jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            steps::ANNOTATION_ABORTED: format!("{fingerprint} {at}")
+        }}});
+        let pp = PatchParams {
+            field_manager: Some("hotsync-abort".to_string()),
+            ..PatchParams::default()
+        };
+        api.patch(name, &pp, &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("recording the abort on gameserverset {ns}/{name}"))?;
+        println!(
+            "{ns}/{name}: rollout aborted; the next sync puts the pods it updated back on their images, and the set stays as it is until Git holds another template"
         );
         Ok(0)
     })

@@ -122,7 +122,7 @@ impl SyncReport {
             1
         } else if has(Outcome::TimedOut) {
             4
-        } else if has(Outcome::Refused) {
+        } else if has(Outcome::Refused) || has(Outcome::Aborted) {
             3
         } else {
             0

@@ -838,7 +838,7 @@ impl SyncLoop {
                         .or_default()
                         .insert(key);
                 }
-                Outcome::Refused | Outcome::Paused | Outcome::DryRun => {
+                Outcome::Refused | Outcome::Paused | Outcome::Aborted | Outcome::DryRun => {
                     self.set_failures.remove(&key);
                     self.in_step.remove(&key);
                 }
@@ -912,6 +912,7 @@ impl SyncLoop {
                 Outcome::Deferred => "deferred",
                 Outcome::Degraded => "degraded",
                 Outcome::Refused => "refused",
+                Outcome::Aborted => "aborted",
                 Outcome::Failed => "failed",
                 Outcome::TimedOut => "timedout",
                 Outcome::DryRun => "dryrun",

@@ -351,8 +351,14 @@ pub(crate) async fn hot_update(
         .as_ref()
         .and_then(|g| g.metadata.annotations.clone())
         .unwrap_or_default();
+    let aborted = super::steps::aborted_for(
+        live_annotations
+            .get(super::steps::ANNOTATION_ABORTED)
+            .map(String::as_str),
+        &fingerprint,
+    );
     let mut step_at = None;
-    if let Some(s) = &steps {
+    if let (Some(s), None) = (&steps, &aborted) {
         let recorded = |key: &str| {
             super::steps::step_for(live_annotations.get(key).map(String::as_str), &fingerprint)
         };
@@ -418,6 +424,32 @@ pub(crate) async fn hot_update(
     let mut tracked: BTreeMap<String, Tracked> = BTreeMap::new();
     let mut results: BTreeMap<String, PodResult> = BTreeMap::new();
     let mut stop: Option<String> = None;
+    if let Some(at) = &aborted {
+        // Aborted: no pod goes further, and every pod this rollout updated goes back to what it was.
+        stop = Some(format!(
+            "the rollout of this template was aborted at {at} (hotsync abort): the pods it updated are rolled back, and it stays aborted until Git holds another template"
+        ));
+        let pods = pods_of(&watch);
+        for name in first.current.iter().chain(&first.in_flight) {
+            let Some(pod) = pods.iter().find(|p| live::pod_name(p) == name) else {
+                continue;
+            };
+            if let Some(rt) = rollback_target(pod, &target) {
+                tracked.insert(
+                    name.clone(),
+                    Tracked {
+                        started: Instant::now(),
+                        acted_on: None,
+                        rollback: Some(rt),
+                        failed: Some("aborted: put back on its images before the rollout".into()),
+                        hooked_since: None,
+                        refusals: 0,
+                        retry_at: None,
+                    },
+                );
+            }
+        }
+    }
     let mut last_plan;
     loop {
         let pods = pods_of(&watch);
@@ -429,8 +461,9 @@ pub(crate) async fn hot_update(
                 active.push(n.clone());
             }
         }
-        // Preparing pods of an earlier run (PreparingUpdate or InPlaceUpdateReady False, not yet patched).
-        for n in &last_plan.order {
+        // Preparing pods of an earlier run (PreparingUpdate or InPlaceUpdateReady False, not yet patched);
+        // none after an abort.
+        for n in last_plan.order.iter().filter(|_| aborted.is_none()) {
             let p = pods.iter().find(|p| live::pod_name(p) == n);
             let started = p.is_some_and(|p| {
                 p.metadata
@@ -730,7 +763,11 @@ pub(crate) async fn hot_update(
         .held
         .iter()
         .any(|(_, h)| matches!(h, Held::Step { .. }));
-    if let Some(why) = stop {
+    if let (Some(why), Some(_)) = (&stop, &aborted) {
+        // The hold stays: OKG must not carry the aborted template to any pod.
+        out.outcome = Outcome::Aborted;
+        out.message = Some(why.clone());
+    } else if let Some(why) = stop {
         // The hold stays: OKG must not carry the failing image to the other pods.
         out.outcome = Outcome::Failed;
         out.message = Some(why);

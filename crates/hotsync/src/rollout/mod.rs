@@ -131,6 +131,9 @@ pub enum Outcome {
     Refused,
     /// A pod failed; the rollout stopped.
     Failed,
+    /// `hotsync abort`: the pods the rollout updated are rolled back, the set stays held, until Git
+    /// holds another template.
+    Aborted,
     /// A wait ran out of time.
     TimedOut,
     /// Nothing changed (`--dry-run`).

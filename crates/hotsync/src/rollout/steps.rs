@@ -23,6 +23,18 @@ pub const ANNOTATION_STEP_PAUSE: &str = "hotsync.dev/step-pause";
 pub const ANNOTATION_STEP: &str = "hotsync.dev/step";
 /// On the live set: `FINGERPRINT K RFC3339`, when step K of that template's rollout completed.
 pub const ANNOTATION_STEP_REACHED: &str = "hotsync.dev/step-reached";
+/// On the live set: `FINGERPRINT RFC3339`, written by `hotsync abort`: the rollout of that template is
+/// rolled back and stays so, whatever syncs come, until Git holds another template.
+pub const ANNOTATION_ABORTED: &str = "hotsync.dev/aborted";
+
+/// When the rollout of `fingerprint` was aborted, from [`ANNOTATION_ABORTED`]'s value.
+pub fn aborted_for(value: Option<&str>, fingerprint: &str) -> Option<String> {
+    let mut parts = value?.split_whitespace();
+    if parts.next()? != fingerprint {
+        return None;
+    }
+    Some(parts.next().unwrap_or("an unknown time").to_string())
+}
 
 /// One step: how many pods in total are on the new template once it is done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
