@@ -293,3 +293,232 @@ fn invalid_steps_are_an_error_located_at_the_annotation() {
         "{err}"
     );
 }
+
+/// A clock that is inside `Sat 18:00-23:59 UTC` while `inside` is set, and outside it otherwise.
+fn freeze_clock(inside: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> hotsync::rollout::Clock {
+    let inside = inside.clone();
+    hotsync::rollout::Clock::new(move || {
+        let t = if inside.load(std::sync::atomic::Ordering::SeqCst) {
+            "2026-12-05T19:00:00Z"
+        } else {
+            "2026-12-05T12:00:00Z"
+        };
+        t.parse().expect("timestamp")
+    })
+}
+
+fn frozen_options(
+    repo: &TempRepo,
+    inside: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> hotsync::sync::SyncOptions {
+    let mut opts = harness::sync_options(repo.path());
+    opts.rollout.freeze =
+        vec![hotsync::rollout::freeze::parse("Sat 18:00-23:59 UTC").expect("window")];
+    opts.rollout.clock = freeze_clock(inside);
+    opts
+}
+
+#[tokio::test]
+async fn a_freeze_window_entered_mid_rollout_lets_the_pods_under_way_finish_and_starts_no_more() {
+    let env = harness::env("freeze mid").await;
+    let inside = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut repo = TempRepo::new();
+    repo.write("sets/minecraft.yaml", &manifest(&env.namespace, "v0.1", ""));
+    repo.commit_all("minecraft at v0.1");
+    let opts = frozen_options(&repo, &inside);
+    let report = hotsync::sync::sync(&env.client, &opts, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));
+    assert_eq!(report.exit_code(), 0, "{report:#?}");
+    let (_, before) = on(&env, "v0.1").await;
+
+    repo.write("sets/minecraft.yaml", &manifest(&env.namespace, "v0.2", ""));
+    repo.commit_all("sidecar v0.2");
+    // The window begins (the injected clock moves into it) once the second pod is done.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let flip = inside.clone();
+    let watcher = tokio::spawn(async move {
+        let mut done = 0;
+        while let Some(p) = rx.recv().await {
+            if matches!(p, hotsync::rollout::Progress::PodDone { .. }) {
+                done += 1;
+                if done == 2 {
+                    flip.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    let report = hotsync::sync::sync(&env.client, &opts, Some(&tx))
+        .await
+        .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));
+    drop(tx);
+    watcher.await.expect("progress watcher");
+    let s = &report.sets[0];
+    assert_eq!(s.outcome, Outcome::Frozen, "{report:#?}");
+    assert_eq!(report.exit_code(), 5);
+    assert!(
+        s.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("Sat 18:00-23:59 UTC"),
+        "{s:#?}"
+    );
+    let updated = on(&env, "v0.2").await.0.len();
+    assert!(
+        (2..10).contains(&updated),
+        "the pods under way finished, no more started: {updated}"
+    );
+    // Still inside: the next sync starts nothing.
+    let report = hotsync::sync::sync(&env.client, &opts, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));
+    assert_eq!(report.sets[0].outcome, Outcome::Frozen);
+    assert_eq!(on(&env, "v0.2").await.0.len(), updated);
+
+    // After the window, the rollout goes on to every pod, in place.
+    inside.store(false, std::sync::atomic::Ordering::SeqCst);
+    let report = hotsync::sync::sync(&env.client, &opts, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));
+    assert_eq!(report.sets[0].outcome, Outcome::Synced, "{report:#?}");
+    let (updated, after) = on(&env, "v0.2").await;
+    assert_eq!(updated.len(), 10);
+    assert_eq!(after, before, "the same pods");
+}
+
+#[tokio::test]
+async fn inside_a_freeze_window_nothing_is_applied_unless_the_freeze_is_ignored() {
+    let env = harness::env("freeze start").await;
+    let inside = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut repo = TempRepo::new();
+    repo.write("sets/minecraft.yaml", &manifest(&env.namespace, "v0.1", ""));
+    repo.commit_all("minecraft at v0.1");
+    let mut opts = frozen_options(&repo, &inside);
+    assert_eq!(
+        hotsync::sync::sync(&env.client, &opts, None)
+            .await
+            .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)))
+            .exit_code(),
+        0
+    );
+    inside.store(true, std::sync::atomic::Ordering::SeqCst);
+    repo.write("sets/minecraft.yaml", &manifest(&env.namespace, "v0.2", ""));
+    repo.commit_all("sidecar v0.2");
+    let report = hotsync::sync::sync(&env.client, &opts, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));
+    assert_eq!(report.sets[0].outcome, Outcome::Frozen, "{report:#?}");
+    assert_eq!(report.exit_code(), 5);
+    let gss = env
+        .api::<hotsync::model::GameServerSet>()
+        .get("minecraft")
+        .await
+        .expect("the set");
+    assert!(
+        gss.container_images()
+            .iter()
+            .any(|(c, i)| c == "sidecar" && i.ends_with(":v0.1")),
+        "nothing applied: {:?}",
+        gss.container_images()
+    );
+    opts.rollout.ignore_freeze = true;
+    let report = hotsync::sync::sync(&env.client, &opts, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));
+    assert_eq!(report.sets[0].outcome, Outcome::Synced, "{report:#?}");
+    assert_eq!(on(&env, "v0.2").await.0.len(), 10);
+}
+
+#[test]
+fn an_invalid_freeze_annotation_is_an_error_located_at_it() {
+    let mut repo = TempRepo::new();
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(
+            "games",
+            "v0.1",
+            "    hotsync.dev/freeze: \"Caturday 18:00-23:59 UTC\"\n",
+        ),
+    );
+    repo.commit_all("a freeze window on a day that is not one");
+    let out = Command::new(env!("CARGO_BIN_EXE_hotsync"))
+        .args(["validate"])
+        .current_dir(repo.path())
+        .output()
+        .expect("run hotsync validate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("sets/minecraft.yaml:6 (document 1): error") && err.contains("Caturday"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_ten_minute_step_pause_promotes_only_once_the_injected_clock_is_past_it() {
+    let env = harness::env("steps clock").await;
+    let minutes = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let m = minutes.clone();
+    let clock = hotsync::rollout::Clock::new(move || {
+        let base: k8s_openapi::jiff::Timestamp = "2026-12-03T08:00:00Z".parse().expect("timestamp");
+        base + k8s_openapi::jiff::SignedDuration::from_mins(
+            m.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    });
+    let steps = "    hotsync.dev/steps: \"1,50%\"\n    hotsync.dev/step-pause: 10m\n";
+    let mut repo = TempRepo::new();
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.1", steps),
+    );
+    repo.commit_all("minecraft at v0.1, in steps ten minutes apart");
+    let mut opts = harness::sync_options(repo.path());
+    opts.rollout.clock = clock;
+    let sync_now = |opts: hotsync::sync::SyncOptions| {
+        let client = env.client.clone();
+        async move {
+            hotsync::sync::sync(&client, &opts, None)
+                .await
+                .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)))
+        }
+    };
+    assert_eq!(sync_now(opts.clone()).await.exit_code(), 0);
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.2", steps),
+    );
+    repo.commit_all("sidecar v0.2");
+    let report = sync_now(opts.clone()).await;
+    assert_eq!(
+        report.sets[0].step,
+        Some(StepReport {
+            step: 1,
+            of: 3,
+            pods: 1
+        })
+    );
+    minutes.store(9, std::sync::atomic::Ordering::SeqCst);
+    let report = sync_now(opts.clone()).await;
+    assert_eq!(
+        report.sets[0].step,
+        Some(StepReport {
+            step: 1,
+            of: 3,
+            pods: 1
+        }),
+        "nine minutes in: still step 1"
+    );
+    assert_eq!(on(&env, "v0.2").await.0.len(), 1);
+    minutes.store(11, std::sync::atomic::Ordering::SeqCst);
+    let report = sync_now(opts.clone()).await;
+    assert_eq!(
+        report.sets[0].step,
+        Some(StepReport {
+            step: 2,
+            of: 3,
+            pods: 5
+        }),
+        "{report:#?}"
+    );
+    assert_eq!(on(&env, "v0.2").await.0.len(), 5);
+}

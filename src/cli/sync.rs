@@ -8,11 +8,12 @@ use std::time::Duration;
 /// Apply Git to the cluster once: plan each set against the cluster, roll sidecar bumps out as
 /// in-place container restarts, wait, report.
 ///
-/// Exit codes: 0 synced (every pod on Git's images and ready), 1 rollout failed, 2 invalid input or
-/// configuration, 3 refused by policy (a recreate without --allow-recreate), 4 timed out.
+/// Exit codes: 0 synced (every pod on Git's images and ready, or a progressive rollout paused at a
+/// step), 1 rollout failed, 2 invalid input or configuration, 3 refused by policy (a recreate without
+/// --allow-recreate, an aborted rollout), 4 timed out, 5 inside a freeze window.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Exit codes: 0 synced, 1 rollout failed, 2 invalid input or configuration, 3 refused by policy, 4 timed out."
+    after_help = "Exit codes: 0 synced (a progressive rollout paused at a step included), 1 rollout failed, 2 invalid input or configuration, 3 refused by policy (or aborted), 4 timed out, 5 inside a freeze window."
 )]
 pub struct SyncArgs {
     #[command(flatten)]
@@ -113,6 +114,19 @@ pub struct RolloutArgs {
     /// Plan against the cluster and validate with a server-side dry run; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// A freeze window (repeatable): no rollout starts or goes on inside it, for any set (a set's own
+    /// windows are its `hotsync.dev/freeze` annotation). DAYS HH:MM-HH:MM TIMEZONE, e.g.
+    /// 'Sat 18:00-23:59 Europe/Paris', 'Mon-Fri 20:00-23:00 UTC', '* 12:00-13:00 UTC'.
+    #[arg(
+        long = "freeze",
+        value_name = "WINDOW",
+        env = "HOTSYNC_FREEZE",
+        value_delimiter = ';'
+    )]
+    pub freeze: Vec<String>,
+    /// Roll out inside freeze windows all the same, for emergencies (logged for each set).
+    #[arg(long)]
+    pub ignore_freeze: bool,
 }
 
 impl RolloutArgs {
@@ -138,7 +152,15 @@ impl RolloutArgs {
             }
             Some(hotsync::registry::Registries::new(mirrors)?)
         };
+        let mut freeze = Vec::with_capacity(self.freeze.len());
+        for w in &self.freeze {
+            freeze.push(
+                hotsync::rollout::freeze::parse(w).map_err(|e| anyhow::anyhow!("--freeze: {e}"))?,
+            );
+        }
         Ok(RolloutOptions {
+            freeze,
+            ignore_freeze: self.ignore_freeze,
             skip_ops_states: self.skip_ops_state.clone(),
             skip_allocated: self.skip_allocated,
             defer_deadline: self.defer_deadline,

@@ -577,6 +577,17 @@ fn check_spec(raw: &Value, gss: &GameServerSet) -> Vec<Problem> {
     {
         problems.push((Severity::Error, Some(key), message));
     }
+    let freeze = crate::rollout::freeze::ANNOTATION_FREEZE;
+    if let Some(w) = gss
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(freeze))
+    {
+        if let Err(e) = crate::rollout::freeze::parse_list(w) {
+            problems.push((Severity::Error, Some(freeze), format!("{freeze}: {e}")));
+        }
+    }
     for (path, _) in unknown_fields(gss) {
         problems.push((
             Severity::Warning,

@@ -122,6 +122,8 @@ impl SyncReport {
             1
         } else if has(Outcome::TimedOut) {
             4
+        } else if has(Outcome::Frozen) {
+            5
         } else if has(Outcome::Refused) || has(Outcome::Aborted) {
             3
         } else {

@@ -824,7 +824,8 @@ impl SyncLoop {
                 Outcome::Progressing
                 | Outcome::Deferred
                 | Outcome::Degraded
-                | Outcome::StepPaused => {
+                | Outcome::StepPaused
+                | Outcome::Frozen => {
                     self.set_failures.remove(&key);
                     self.in_step.remove(&key);
                     soon.insert(key);
@@ -913,6 +914,7 @@ impl SyncLoop {
                 Outcome::Degraded => "degraded",
                 Outcome::Refused => "refused",
                 Outcome::Aborted => "aborted",
+                Outcome::Frozen => "frozen",
                 Outcome::Failed => "failed",
                 Outcome::TimedOut => "timedout",
                 Outcome::DryRun => "dryrun",

@@ -370,7 +370,7 @@ pub(crate) async fn hot_update(
             let due = at
                 .parse::<k8s_openapi::jiff::Timestamp>()
                 .ok()
-                .and_then(|t| Duration::try_from(now().duration_since(t)).ok())
+                .and_then(|t| Duration::try_from(ctx.opts.clock.now().duration_since(t)).ok())
                 .is_some_and(|waited| waited >= pause);
             if reached == k && k + 1 < of && due {
                 let gs_states: BTreeMap<String, String> = live
@@ -424,6 +424,8 @@ pub(crate) async fn hot_update(
     let mut tracked: BTreeMap<String, Tracked> = BTreeMap::new();
     let mut results: BTreeMap<String, PodResult> = BTreeMap::new();
     let mut stop: Option<String> = None;
+    // A freeze window entered during the rollout: no pod starts after that, those under way finish.
+    let mut frozen: Option<String> = None;
     if let Some(at) = &aborted {
         // Aborted: no pod goes further, and every pod this rollout updated goes back to what it was.
         stop = Some(format!(
@@ -485,7 +487,10 @@ pub(crate) async fn hot_update(
                 !active.iter().any(|a| a == n) && !plan::available(p, target.min_ready, now())
             })
             .count();
-        if stop.is_none() {
+        if stop.is_none() && frozen.is_none() {
+            frozen = ctx.opts.frozen(want);
+        }
+        if stop.is_none() && frozen.is_none() {
             let budget = last_plan
                 .max_unavailable
                 .saturating_sub(active.len() + unavailable_other);
@@ -771,6 +776,14 @@ pub(crate) async fn hot_update(
         // The hold stays: OKG must not carry the failing image to the other pods.
         out.outcome = Outcome::Failed;
         out.message = Some(why);
+    } else if let (Some(window), false) = (&frozen, last_plan.order.is_empty()) {
+        // The hold stays: OKG must not carry the template to the pods left.
+        out.outcome = Outcome::Frozen;
+        out.message = Some(format!(
+            "the freeze window {window} began during the rollout: {} pod(s) updated, {} left; the set stays held and the rollout goes on after the window",
+            last_plan.current.len(),
+            last_plan.order.len()
+        ));
     } else if !deferred.is_empty() {
         let since = deferred_since.clone().unwrap_or_else(rfc3339_now);
         apply_with(
@@ -817,7 +830,12 @@ pub(crate) async fn hot_update(
         let reached_at = match recorded {
             Some((r, Some(at))) if r == k => at,
             _ => {
-                let at = rfc3339_now();
+                let at = ctx
+                    .opts
+                    .clock
+                    .now()
+                    .strftime("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string();
                 annotate(
                     ctx,
                     super::steps::ANNOTATION_STEP_REACHED,

@@ -10,6 +10,7 @@
 //! JSON patch) means re-read and re-plan that pod, never a blind retry.
 
 pub mod exec;
+pub mod freeze;
 pub mod plan;
 pub mod preview;
 pub mod steps;
@@ -82,6 +83,68 @@ pub struct RolloutOptions {
     pub source_commit: Option<String>,
     /// Pod patches in flight at once.
     pub patch_concurrency: usize,
+    /// Freeze windows for every set (`--freeze`), beside each set's `hotsync.dev/freeze`.
+    pub freeze: Vec<freeze::Window>,
+    /// Roll out inside freeze windows all the same (`--ignore-freeze`, logged).
+    pub ignore_freeze: bool,
+    /// The time freeze windows and step pauses are judged by (tests inject it).
+    pub clock: Clock,
+}
+
+/// Where the time comes from: the system's, or a test's.
+#[derive(Clone)]
+pub struct Clock(std::sync::Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock(std::sync::Arc::new(jiff::Timestamp::now))
+    }
+
+    pub fn new(f: impl Fn() -> jiff::Timestamp + Send + Sync + 'static) -> Clock {
+        Clock(std::sync::Arc::new(f))
+    }
+
+    pub fn now(&self) -> jiff::Timestamp {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now())
+    }
+}
+
+impl RolloutOptions {
+    /// The freeze window `want` is inside of now (`--freeze` or its `hotsync.dev/freeze`), unless
+    /// `--ignore-freeze`, which is logged.
+    pub fn frozen(&self, want: &GameServerSet) -> Option<String> {
+        let own = want
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(freeze::ANNOTATION_FREEZE))
+            .and_then(|v| freeze::parse_list(v).ok())
+            .unwrap_or_default();
+        let now = self.clock.now();
+        let w = freeze::active(&self.freeze, now).or_else(|| freeze::active(&own, now))?;
+        let set = format!(
+            "{}/{}",
+            want.metadata.namespace.as_deref().unwrap_or_default(),
+            want.metadata.name.as_deref().unwrap_or_default()
+        );
+        if self.ignore_freeze {
+            tracing::warn!(set = %set, window = %w.text, "inside a freeze window: rolled out all the same (--ignore-freeze)");
+            return None;
+        }
+        Some(w.text.clone())
+    }
 }
 
 impl Default for RolloutOptions {
@@ -106,6 +169,9 @@ impl Default for RolloutOptions {
             dry_run: false,
             source_commit: None,
             patch_concurrency: 64,
+            freeze: Vec::new(),
+            ignore_freeze: false,
+            clock: Clock::system(),
         }
     }
 }
@@ -136,6 +202,9 @@ pub enum Outcome {
     Aborted,
     /// A wait ran out of time.
     TimedOut,
+    /// Inside a freeze window: no rollout starts (nothing applied) or goes on (the pods under way
+    /// finish, the set stays held); it goes on after the window.
+    Frozen,
     /// Nothing changed (`--dry-run`).
     DryRun,
 }
@@ -385,6 +454,15 @@ async fn sync_set_in(ctx: &Ctx<'_>, desired: &DesiredSet) -> Result<SetOutcome, 
                 .any(|(c, img)| live::spec_image(p, c).is_some_and(|i| i != img))
     });
     let held = hold_of(live.gss.as_ref()).is_some();
+    if diff.impact != Impact::NoChange || held || pods_behind {
+        if let Some(window) = opts.frozen(&want) {
+            out.outcome = Outcome::Frozen;
+            out.message = Some(format!(
+                "inside the freeze window {window}: no rollout starts or goes on; nothing of this set was applied, it goes on after the window"
+            ));
+            return Ok(out);
+        }
+    }
     let hot = live.gss.is_some()
         && in_place
         && !git_paused

@@ -14,7 +14,11 @@ fn phase(outcome: &SetOutcome, pods: &[PodReport]) -> Phase {
         Outcome::TimedOut | Outcome::Degraded => Phase::Degraded,
         Outcome::Deferred => Phase::Deferred,
         Outcome::StepPaused => Phase::Paused,
-        Outcome::Refused | Outcome::Paused | Outcome::Aborted | Outcome::DryRun => Phase::OutOfSync,
+        Outcome::Refused
+        | Outcome::Paused
+        | Outcome::Aborted
+        | Outcome::Frozen
+        | Outcome::DryRun => Phase::OutOfSync,
         Outcome::Progressing => Phase::Progressing,
         Outcome::Synced if pods.iter().all(|p| p.updated && p.ready) => Phase::Synced,
         Outcome::Synced if pods.iter().all(|p| p.updated) => Phase::Degraded,
