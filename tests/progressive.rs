@@ -522,3 +522,96 @@ async fn a_ten_minute_step_pause_promotes_only_once_the_injected_clock_is_past_i
     );
     assert_eq!(on(&env, "v0.2").await.0.len(), 5);
 }
+
+/// The daemon's log, for what it decided.
+fn log_of(scratch: &std::path::Path) -> String {
+    std::fs::read_to_string(scratch.join("hotsync.log")).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_daemon_killed_while_paused_at_a_step_resumes_paused_and_goes_on_when_promoted() {
+    let env = harness::env("steps daemon").await;
+    let scratch = tempfile::tempdir().expect("scratch");
+    let steps = "    hotsync.dev/steps: \"1,50%\"\n";
+    let mut repo = TempRepo::new();
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.1", steps),
+    );
+    repo.commit_all("minecraft at v0.1, in steps");
+    let daemon = crate::wait::daemon(&env, repo.path(), scratch.path());
+    env.eventually("ten pods on v0.1", harness::CONVERGE, || async {
+        let n = on(&env, "v0.1").await.0.len();
+        if n == 10 {
+            Ok(())
+        } else {
+            Err(format!("{n} pods"))
+        }
+    })
+    .await;
+    let (_, before) = on(&env, "v0.1").await;
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.2", steps),
+    );
+    repo.commit_all("sidecar v0.2");
+    let scratch_path = scratch.path().to_path_buf();
+    env.eventually("paused at step 1", harness::CONVERGE, || async {
+        let n = on(&env, "v0.2").await.0.len();
+        let log = log_of(&scratch_path);
+        if n == 1 && log.contains("steppaused") {
+            Ok(())
+        } else {
+            Err(format!("{n} pods on v0.2"))
+        }
+    })
+    .await;
+    drop(daemon);
+
+    // A new daemon judges the set again from what the cluster records, and keeps it at step 1.
+    let daemon = crate::wait::daemon(&env, repo.path(), scratch.path());
+    env.eventually("the new daemon's judgement", harness::CONVERGE, || async {
+        let log = log_of(&scratch_path);
+        if log.contains("steppaused") {
+            Ok(())
+        } else {
+            Err(log.lines().last().unwrap_or_default().to_string())
+        }
+    })
+    .await;
+    assert_eq!(
+        on(&env, "v0.2").await.0.len(),
+        1,
+        "{}",
+        log_of(scratch.path())
+    );
+
+    let (code, out) = promote(&env, &[&format!("{}/minecraft", env.namespace)]);
+    assert_eq!(code, 0, "{out}");
+    env.eventually(
+        "five pods on v0.2 after the promotion",
+        harness::CONVERGE,
+        || async {
+            let n = on(&env, "v0.2").await.0.len();
+            if n == 5 {
+                Ok(())
+            } else {
+                Err(format!("{n} pods"))
+            }
+        },
+    )
+    .await;
+    let (code, out) = promote(&env, &[&format!("{}/minecraft", env.namespace)]);
+    assert_eq!(code, 0, "{out}");
+    env.eventually("every pod on v0.2", harness::CONVERGE, || async {
+        let n = on(&env, "v0.2").await.0.len();
+        if n == 10 {
+            Ok(())
+        } else {
+            Err(format!("{n} pods"))
+        }
+    })
+    .await;
+    assert_eq!(on(&env, "v0.2").await.1, before, "the same pods throughout");
+    drop(daemon);
+}

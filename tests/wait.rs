@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 const CLUSTER: &str = "test";
 
-fn daemon(env: &TestEnv, repo: &Path, scratch: &Path) -> Reaped {
+pub fn daemon(env: &TestEnv, repo: &Path, scratch: &Path) -> Reaped {
     let log = std::fs::File::create(scratch.join("hotsync.log")).expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_hotsync"))
         .env("HOTSYNC_NO_IMAGE_CHECK", "true")

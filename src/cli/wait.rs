@@ -150,8 +150,20 @@ pub fn judge_live(live: Option<&LiveStanding>, at_or_after: &dyn Fn(&str) -> boo
     }
     if l.held {
         if let Some((reason, Some(c), note)) = &l.last_rollout_event {
-            if reason == "RolloutFailed" && at_or_after(c) {
-                return Standing::Failed(note.clone());
+            if at_or_after(c) {
+                match reason.as_str() {
+                    "RolloutFailed" => return Standing::Failed(note.clone()),
+                    "RolloutAborted" => return Standing::Refused(note.clone()),
+                    "RolloutPaused" => {
+                        return Standing::Waiting(format!(
+                            "Paused at a step, not done until promoted: {note}"
+                        ))
+                    }
+                    "RolloutFrozen" => {
+                        return Standing::Waiting(format!("inside a freeze window: {note}"))
+                    }
+                    _ => {}
+                }
             }
         }
         return Standing::Waiting(match &l.deferred_since {
@@ -213,10 +225,10 @@ async fn read_live(client: &kube::Client, key: &SetKey) -> anyhow::Result<Option
         .filter(|e| {
             e.regarding.as_ref().is_some_and(|r| {
                 r.kind.as_deref() == Some("GameServerSet") && r.name.as_deref() == Some(&key.name)
-            }) && matches!(
-                e.reason.as_deref(),
-                Some("RolloutStarted" | "RolloutFinished" | "RolloutFailed")
-            )
+            }) && e
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("Rollout"))
         })
         .max_by_key(|e| {
             e.series

@@ -18,6 +18,13 @@ pub struct CategoryLabel {
     pub category: &'static str,
 }
 
+/// A set, for per-set gauges (bounded by the sets in Git).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SetLabel {
+    pub namespace: String,
+    pub name: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommitLabel {
     pub commit: String,
@@ -43,6 +50,10 @@ pub struct Metrics {
     /// Consecutive polls that could not reach the repository.
     pub git_poll_failures: Gauge,
     pub force_pushes: Counter,
+    /// A progressive rollout's step reached (1-based) by set; removed when the set is not at a step.
+    pub rollout_step: Family<SetLabel, Gauge>,
+    /// Its number of steps.
+    pub rollout_steps: Family<SetLabel, Gauge>,
 }
 
 impl Metrics {
@@ -64,8 +75,20 @@ impl Metrics {
             git_backoff_seconds: Gauge::default(),
             git_poll_failures: Gauge::default(),
             force_pushes: Counter::default(),
+            rollout_step: Family::default(),
+            rollout_steps: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("hotsync");
+        r.register(
+            "rollout_step",
+            "The step (1-based) a progressive rollout (hotsync.dev/steps) has reached, by set",
+            m.rollout_step.clone(),
+        );
+        r.register(
+            "rollout_steps",
+            "The steps of a progressive rollout under way, by set",
+            m.rollout_steps.clone(),
+        );
         r.register(
             "syncs",
             "Syncs run, by result (ok, failed, refused, timedout, invalid, error)",

@@ -922,6 +922,24 @@ impl SyncLoop {
             m.rollouts
                 .get_or_create(&metrics::ResultLabel { result: label })
                 .inc();
+            let set = metrics::SetLabel {
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+            };
+            match s.step {
+                Some(st) if s.outcome != Outcome::Synced => {
+                    m.rollout_step
+                        .get_or_create(&set)
+                        .set(i64::try_from(st.step).unwrap_or(i64::MAX));
+                    m.rollout_steps
+                        .get_or_create(&set)
+                        .set(i64::try_from(st.of).unwrap_or(i64::MAX));
+                }
+                _ => {
+                    m.rollout_step.remove(&set);
+                    m.rollout_steps.remove(&set);
+                }
+            }
             tracing::info!(set = %format!("{}/{}", s.namespace, s.name), outcome, impact = s.impact.as_str(), message = ?s.message, commit = %report.source.sha, "set synced");
         }
         if report.exit_code() == 0 {
@@ -990,6 +1008,19 @@ pub fn rollout_note(outcome: Outcome, revision: Option<&str>, message: Option<&s
     note
 }
 
+/// The reason of the Event that ends a rollout: `RolloutFinished`, `RolloutPaused` (at a step),
+/// `RolloutDeferred`, `RolloutFrozen`, `RolloutAborted`, or `RolloutFailed`.
+pub fn rollout_reason(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::StepPaused => "RolloutPaused",
+        Outcome::Deferred => "RolloutDeferred",
+        Outcome::Frozen => "RolloutFrozen",
+        Outcome::Aborted => "RolloutAborted",
+        Outcome::Failed | Outcome::TimedOut | Outcome::Degraded => "RolloutFailed",
+        _ => "RolloutFinished",
+    }
+}
+
 /// The commit a rollout Event's note names (see [`rollout_note`]).
 pub fn note_commit(note: &str) -> Option<&str> {
     let rest = note.split_once(" at commit ")?.1;
@@ -1026,16 +1057,13 @@ async fn publish_progress(
         } => (
             set,
             Event {
-                type_: if outcome == Outcome::Synced {
-                    EventType::Normal
-                } else {
-                    EventType::Warning
+                type_: match outcome {
+                    Outcome::Failed | Outcome::TimedOut | Outcome::Degraded | Outcome::Aborted => {
+                        EventType::Warning
+                    }
+                    _ => EventType::Normal,
                 },
-                reason: if outcome == Outcome::Synced {
-                    "RolloutFinished".into()
-                } else {
-                    "RolloutFailed".into()
-                },
+                reason: rollout_reason(outcome).into(),
                 note: Some(rollout_note(
                     outcome,
                     revision.as_deref(),
