@@ -454,7 +454,9 @@ async fn sync_set_in(ctx: &Ctx<'_>, desired: &DesiredSet) -> Result<SetOutcome, 
                 .any(|(c, img)| live::spec_image(p, c).is_some_and(|i| i != img))
     });
     let held = hold_of(live.gss.as_ref()).is_some();
-    if diff.impact != Impact::NoChange || held || pods_behind {
+    // A freeze holds back what restarts game servers (a hot update, a recreate, a rollout under way);
+    // creating, scaling and configuring a set go on.
+    if matches!(diff.impact, Impact::HotUpdate | Impact::Recreate) || held || pods_behind {
         if let Some(window) = opts.frozen(&want) {
             out.outcome = Outcome::Frozen;
             out.message = Some(format!(
