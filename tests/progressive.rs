@@ -40,6 +40,34 @@ async fn on(env: &TestEnv, tag: &str) -> (Vec<String>, Vec<(String, String)>) {
     (updated, uids)
 }
 
+/// Syncs until the set is at step `want` (1-based): a promotion due by its pause waits while OKG still
+/// reports an updated game server NotReady after its pod is ready again, and the next syncs go on.
+async fn sync_until_step(
+    env: &TestEnv,
+    opts: &hotsync::sync::SyncOptions,
+    want: usize,
+) -> hotsync::sync::SyncReport {
+    let deadline = std::time::Instant::now() + harness::CONVERGE;
+    loop {
+        let report = hotsync::sync::sync(&env.client, opts, None)
+            .await
+            .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));
+        let s = &report.sets[0];
+        let waiting = s.outcome == Outcome::StepPaused
+            && s.message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("the promotion waits");
+        if s.step.map(|st| st.step) == Some(want)
+            || !waiting
+            || std::time::Instant::now() > deadline
+        {
+            return report;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 fn promote(env: &TestEnv, args: &[&str]) -> (i32, String) {
     hotsync_on(env, "promote", args)
 }
@@ -186,7 +214,7 @@ async fn a_step_with_a_pause_promotes_itself_and_promote_all_goes_to_the_last_st
         })
     );
     // The pause is over at the next sync and the gate holds: step 2 by itself.
-    let report = sync(&env, &repo).await;
+    let report = sync_until_step(&env, &harness::sync_options(repo.path()), 2).await;
     assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
     assert_eq!(
         report.sets[0].step,
@@ -510,7 +538,7 @@ async fn a_ten_minute_step_pause_promotes_only_once_the_injected_clock_is_past_i
     );
     assert_eq!(on(&env, "v0.2").await.0.len(), 1);
     minutes.store(11, std::sync::atomic::Ordering::SeqCst);
-    let report = sync_now(opts.clone()).await;
+    let report = sync_until_step(&env, &opts, 2).await;
     assert_eq!(
         report.sets[0].step,
         Some(StepReport {

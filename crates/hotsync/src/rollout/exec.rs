@@ -358,6 +358,8 @@ pub(crate) async fn hot_update(
         &fingerprint,
     );
     let mut step_at = None;
+    // Why a step due for promotion waits (its gate does not pass yet).
+    let mut gate_wait: Option<String> = None;
     if let (Some(s), None) = (&steps, &aborted) {
         let recorded = |key: &str| {
             super::steps::step_for(live_annotations.get(key).map(String::as_str), &fingerprint)
@@ -385,26 +387,31 @@ pub(crate) async fn hot_update(
                     .collect();
                 let pods = pods_of(&watch);
                 let updated = plan::plan_set(&pods, &target, &popts, now()).current;
-                if let Some(why) = plan::step_gate(&pods, &updated, &gs_states, &target) {
-                    out.outcome = Outcome::Failed;
-                    out.message = Some(format!(
-                        "step {} of {of} did not pass its gate, the rollout stops: {why}",
-                        k + 1
-                    ));
-                    out.step = Some(super::StepReport {
-                        step: k + 1,
-                        of,
-                        pods: s.pods_at(k, popts.replicas),
-                    });
-                    return Ok(());
+                match plan::step_gate(&pods, &updated, &gs_states, &target) {
+                    plan::Gate::Pass => {
+                        k += 1;
+                        annotate(
+                            ctx,
+                            super::steps::ANNOTATION_STEP,
+                            &super::steps::step_value(&fingerprint, k, None),
+                        )
+                        .await?;
+                    }
+                    plan::Gate::Wait(why) => gate_wait = Some(why),
+                    plan::Gate::Fail(why) => {
+                        out.outcome = Outcome::Failed;
+                        out.message = Some(format!(
+                            "step {} of {of} did not pass its gate, the rollout stops: {why}",
+                            k + 1
+                        ));
+                        out.step = Some(super::StepReport {
+                            step: k + 1,
+                            of,
+                            pods: s.pods_at(k, popts.replicas),
+                        });
+                        return Ok(());
+                    }
                 }
-                k += 1;
-                annotate(
-                    ctx,
-                    super::steps::ANNOTATION_STEP,
-                    &super::steps::step_value(&fingerprint, k, None),
-                )
-                .await?;
             }
         }
         if k + 1 < of {
@@ -848,7 +855,7 @@ pub(crate) async fn hot_update(
         let pause = steps.as_ref().and_then(|s| s.pause);
         out.outcome = Outcome::StepPaused;
         out.message = Some(format!(
-            "paused at step {} of {of}: {} of {} pod(s) on the new template since {reached_at}; {}",
+            "paused at step {} of {of}: {} of {} pod(s) on the new template since {reached_at}; {}{}",
             k + 1,
             last_plan.current.len(),
             popts.replicas,
@@ -859,7 +866,11 @@ pub(crate) async fn hot_update(
                     ctx.key()
                 ),
                 None => format!("promote with hotsync promote {}", ctx.key()),
-            }
+            },
+            gate_wait
+                .as_deref()
+                .map(|w| format!("; the promotion waits: {w}"))
+                .unwrap_or_default()
         ));
     } else {
         super::apply(ctx, want, None, omit_replicas, false).await?;

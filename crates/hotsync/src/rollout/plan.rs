@@ -485,52 +485,68 @@ pub fn scaled(
     n.max(1)
 }
 
+/// What the gate of a step says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Promote.
+    Pass,
+    /// Not yet: a pod or its game server is not ready again (OKG reports a game server's state after
+    /// its pod's, so right after an update it may still read `NotReady`); the step stays paused.
+    Wait(String),
+    /// Stop the rollout: a game server crashed, a changed container restarted again, a pod is gone or
+    /// no longer on the new images.
+    Fail(String),
+}
+
 /// The gate a step passes before it is promoted by itself: every pod updated so far is ready on the
-/// target's images, its game server is neither `NotReady` nor `Crash` (`gs_states`: the GameServers'
-/// `status.currentState`, by name), and no changed container restarted again after its update (more
-/// than the one restart the update made, by the pod's baseline). `None` when it holds; else which gate,
-/// which pod, which container.
+/// target's images, its game server (`gs_states`: the GameServers' `status.currentState`, by name) is
+/// not `Crash` and no longer `NotReady`, and no changed container restarted again after its update
+/// (more than the one restart the update made, by the pod's baseline). Which gate, which pod, which
+/// container, when it does not pass.
 pub fn step_gate(
     pods: &[Pod],
     updated: &[String],
     gs_states: &BTreeMap<String, String>,
     t: &Target,
-) -> Option<String> {
+) -> Gate {
+    let mut wait = None;
     for name in updated {
         let Some(p) = pods
             .iter()
             .find(|p| p.metadata.name.as_deref() == Some(name))
         else {
-            return Some(format!("gate ready: pod {name} is gone"));
+            return Gate::Fail(format!("gate ready: pod {name} is gone"));
         };
         for (c, image) in &t.images {
             if spec_image(p, c) != Some(image.as_str()) {
-                return Some(format!(
+                return Gate::Fail(format!(
                     "gate ready: pod {name} container {c} is not on {image}"
                 ));
-            }
-        }
-        if !available(p, Duration::ZERO, k8s_openapi::jiff::Timestamp::now()) {
-            return Some(format!("gate ready: pod {name} is not ready"));
-        }
-        if let Some(state) = gs_states.get(name) {
-            if state == "NotReady" || state == "Crash" {
-                return Some(format!("gate game server: {name} is {state}"));
             }
         }
         if let Some(b) = baseline(p) {
             for (c, cb) in &b.containers {
                 let now = status_of(p, c).map(|s| s.restart_count).unwrap_or(0);
                 if now > cb.restart_count + 1 {
-                    return Some(format!(
+                    return Gate::Fail(format!(
                         "gate restarts: pod {name} container {c} restarted again after its update ({} restarts since)",
                         now - cb.restart_count
                     ));
                 }
             }
         }
+        match gs_states.get(name).map(String::as_str) {
+            Some("Crash") => return Gate::Fail(format!("gate game server: {name} is Crash")),
+            Some("NotReady") => {
+                wait.get_or_insert(format!("gate game server: {name} is NotReady"));
+            }
+            _ => {}
+        }
+        if !available(p, Duration::ZERO, k8s_openapi::jiff::Timestamp::now()) {
+            wait.get_or_insert(format!("gate ready: pod {name} is not ready"));
+        }
     }
-    None
+    wait.map_or(Gate::Pass, Gate::Wait)
 }
 
 fn priority(pod: &Pod) -> i64 {
@@ -803,8 +819,13 @@ mod tests {
         };
         let names = ["mc-3".to_string()];
         let none = BTreeMap::new();
-        assert_eq!(step_gate(&[updated(1)], &names, &none, &target()), None);
-        let again = step_gate(&[updated(3)], &names, &none, &target()).unwrap_or_default();
+        assert_eq!(
+            step_gate(&[updated(1)], &names, &none, &target()),
+            Gate::Pass
+        );
+        let Gate::Fail(again) = step_gate(&[updated(3)], &names, &none, &target()) else {
+            panic!("a second restart fails the gate");
+        };
         assert!(
             again.contains("mc-3")
                 && again.contains("sidecar")
@@ -812,8 +833,16 @@ mod tests {
             "{again}"
         );
         let crashed = BTreeMap::from([("mc-3".to_string(), "Crash".to_string())]);
-        let gs = step_gate(&[updated(1)], &names, &crashed, &target()).unwrap_or_default();
+        let Gate::Fail(gs) = step_gate(&[updated(1)], &names, &crashed, &target()) else {
+            panic!("a crashed game server fails the gate");
+        };
         assert!(gs.contains("game server") && gs.contains("Crash"), "{gs}");
+        // OKG reports the game server's state after the pod's: NotReady right after the update waits.
+        let lagging = BTreeMap::from([("mc-3".to_string(), "NotReady".to_string())]);
+        assert!(matches!(
+            step_gate(&[updated(1)], &names, &lagging, &target()),
+            Gate::Wait(w) if w.contains("NotReady")
+        ));
     }
 
     #[test]
