@@ -28,24 +28,7 @@ pub struct PromoteArgs {
 }
 
 pub fn run(args: PromoteArgs) -> anyhow::Result<i32> {
-    let Some((ns, name)) = args.set.split_once('/') else {
-        eprintln!("error: {:?} is not NAMESPACE/NAME", args.set);
-        return Ok(2);
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let client = args.kube.client().await?;
-        let api: Api<GameServerSet> = Api::namespaced(client, ns);
-        let Some(gss) = api
-            .get_opt(name)
-            .await
-            .with_context(|| format!("reading gameserverset {ns}/{name}"))?
-        else {
-            eprintln!("error: GameServerSet {ns}/{name} is not in the cluster");
-            return Ok(2);
-        };
+    on_live_set(&args.kube, &args.set, |api, ns, name, gss| async move {
         let annotations = gss.metadata.annotations.clone().unwrap_or_default();
         let steps = match Steps::of(Some(&annotations)) {
             Ok(Some(s)) => s,
@@ -72,7 +55,11 @@ pub fn run(args: PromoteArgs) -> anyhow::Result<i32> {
             fingerprint,
         )
         .map_or(0, |(k, _)| k);
-        let to = if args.all { of.saturating_sub(1) } else { at + 1 };
+        let to = if args.all {
+            of.saturating_sub(1)
+        } else {
+            at + 1
+        };
         if to <= at || to >= of {
             println!(
                 "{ns}/{name} is already at step {} of {of}, the last: nothing to promote",
@@ -87,7 +74,7 @@ pub fn run(args: PromoteArgs) -> anyhow::Result<i32> {
             field_manager: Some("hotsync-promote".to_string()),
             ..PatchParams::default()
         };
-        api.patch(name, &pp, &Patch::Merge(&patch))
+        api.patch(&name, &pp, &Patch::Merge(&patch))
             .await
             .with_context(|| format!("recording the promotion on gameserverset {ns}/{name}"))?;
         println!(
@@ -114,31 +101,16 @@ pub struct AbortArgs {
 }
 
 pub fn abort(args: AbortArgs) -> anyhow::Result<i32> {
-    let Some((ns, name)) = args.set.split_once('/') else {
-        eprintln!("error: {:?} is not NAMESPACE/NAME", args.set);
-        return Ok(2);
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let client = args.kube.client().await?;
-        let api: Api<GameServerSet> = Api::namespaced(client, ns);
-        let Some(gss) = api
-            .get_opt(name)
-            .await
-            .with_context(|| format!("reading gameserverset {ns}/{name}"))?
-        else {
-            eprintln!("error: GameServerSet {ns}/{name} is not in the cluster");
-            return Ok(2);
-        };
+    on_live_set(&args.kube, &args.set, |api, ns, name, gss| async move {
         let annotations = gss.metadata.annotations.clone().unwrap_or_default();
         let Some(fingerprint) = annotations.get(hotsync::rollout::ANNOTATION_HOLD) else {
             eprintln!("error: {ns}/{name} has no rollout under way (hotsync does not hold it): nothing to abort");
             return Ok(2);
         };
         if let Some(at) = steps::aborted_for(
-            annotations.get(steps::ANNOTATION_ABORTED).map(String::as_str),
+            annotations
+                .get(steps::ANNOTATION_ABORTED)
+                .map(String::as_str),
             fingerprint,
         ) {
             println!("{ns}/{name}: its rollout was already aborted at {at}");
@@ -154,12 +126,41 @@ pub fn abort(args: AbortArgs) -> anyhow::Result<i32> {
             field_manager: Some("hotsync-abort".to_string()),
             ..PatchParams::default()
         };
-        api.patch(name, &pp, &Patch::Merge(&patch))
+        api.patch(&name, &pp, &Patch::Merge(&patch))
             .await
             .with_context(|| format!("recording the abort on gameserverset {ns}/{name}"))?;
         println!(
             "{ns}/{name}: rollout aborted; the next sync puts the pods it updated back on their images, and the set stays as it is until Git holds another template"
         );
         Ok(0)
+    })
+}
+
+/// Reads the live set `NAMESPACE/NAME` and runs `act` on it (its API, namespace, name and object);
+/// exit 2 with a message when the name is malformed or the set is not in the cluster.
+fn on_live_set<F, Fut>(kube: &KubeArgs, set: &str, act: F) -> anyhow::Result<i32>
+where
+    F: FnOnce(Api<GameServerSet>, String, String, GameServerSet) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<i32>>,
+{
+    let Some((ns, name)) = set.split_once('/') else {
+        eprintln!("error: {set:?} is not NAMESPACE/NAME");
+        return Ok(2);
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = kube.client().await?;
+        let api: Api<GameServerSet> = Api::namespaced(client, ns);
+        let Some(gss) = api
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading gameserverset {ns}/{name}"))?
+        else {
+            eprintln!("error: GameServerSet {ns}/{name} is not in the cluster");
+            return Ok(2);
+        };
+        act(api, ns.to_string(), name.to_string(), gss).await
     })
 }

@@ -17,6 +17,8 @@ pub mod live;
 pub mod manifest;
 /// Typed OKG and Kruise objects (from `hotsync-model`) and the pod labels hotsync reads.
 pub mod model;
+/// CPU-bound work spread over the cores, in order.
+pub mod par;
 /// The Plan value and its renderings.
 pub mod plan;
 /// Whether image references exist in their registries.

@@ -76,27 +76,8 @@ impl Plan {
         };
         // Each pair on its own, on every core (normalising and fingerprinting are most of a plan).
         let pairs: Vec<(Option<&DesiredSet>, Option<&DesiredSet>)> = index.into_values().collect();
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(8);
-        let per = pairs.len().div_ceil(threads).max(32);
-        let diffs: Vec<crate::diff::SetDiff> = std::thread::scope(|s| {
-            let handles: Vec<_> = pairs
-                .chunks(per)
-                .map(|chunk| {
-                    s.spawn(move || {
-                        chunk
-                            .iter()
-                            .map(|(a, b)| diff_sets(a.map(|s| &s.gss), b.map(|s| &s.gss)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
+        let diffs = crate::par::map(&pairs, 32, |(a, b)| {
+            diff_sets(a.map(|s| &s.gss), b.map(|s| &s.gss))
         });
         for d in diffs {
             if d.impact == Impact::NoChange {

@@ -40,29 +40,7 @@ pub fn load_files(
 
 /// Parses rendered files on every core (reading blobs is cheap; parsing is not), each file on its own.
 fn parse(files: &[RenderedFile], opts: &LoadOptions) -> Manifests {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8);
-    let per = files.len().div_ceil(threads).max(16);
-    let parsed: Vec<Manifests> = std::thread::scope(|s| {
-        let handles: Vec<_> = files
-            .chunks(per)
-            .map(|fs| {
-                s.spawn(move || {
-                    let mut m = Manifests::default();
-                    for f in fs {
-                        m.extend(manifest::load_file(&f.path, &f.yaml, opts));
-                    }
-                    m
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
+    let parsed = crate::par::map(files, 16, |f| manifest::load_file(&f.path, &f.yaml, opts));
     let mut m = Manifests::default();
     for p in parsed {
         m.extend(p);
@@ -215,41 +193,19 @@ pub fn render_overlays(
 
 /// Renders each overlay or chart from its input files, on every core, and parses what they render.
 fn render_inputs(inputs: &[(&Overlay, Vec<SourceFile>)], opts: &LoadOptions) -> Manifests {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8);
-    let per = inputs.len().div_ceil(threads).max(1);
-    let rendered: Vec<(Vec<RenderedFile>, Vec<crate::manifest::Diagnostic>)> =
-        std::thread::scope(|s| {
-            let handles: Vec<_> = inputs
-                .chunks(per)
-                .map(|chunk| {
-                    s.spawn(move || {
-                        chunk
-                            .iter()
-                            .map(|(o, files)| match o.renderer {
-                                Renderer::Kustomize => Kustomize {
-                                    overlay: o,
-                                    opts: &opts.kustomize,
-                                }
-                                .render(files.clone()),
-                                Renderer::Helm => Helm {
-                                    chart: o,
-                                    opts: &opts.helm,
-                                    namespace: &opts.default_namespace,
-                                }
-                                .render(files.clone()),
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
+    let rendered = crate::par::map(inputs, 1, |(o, files)| match o.renderer {
+        Renderer::Kustomize => Kustomize {
+            overlay: o,
+            opts: &opts.kustomize,
+        }
+        .render(files.clone()),
+        Renderer::Helm => Helm {
+            chart: o,
+            opts: &opts.helm,
+            namespace: &opts.default_namespace,
+        }
+        .render(files.clone()),
+    });
     let mut m = Manifests::default();
     for (files, diagnostics) in rendered {
         m.extend(parse(&files, opts));
