@@ -579,6 +579,9 @@ fn compute_container(
             started: true,
         };
     }
+    if config.is_flaky(&c.image) {
+        return flaky_container(c, name, uid, now, config, run_at, started_at, base);
+    }
     let ready_at = run_at + config.ready_delay();
     let ready = c.adopted_started.is_some() || now >= ready_at;
     Computed {
@@ -598,6 +601,103 @@ fn compute_container(
             ..base
         },
         next: if ready { None } else { Some(ready_at) },
+        started: true,
+    }
+}
+
+/// A container that runs, becomes ready, and exits with an error after `flaky_after` of running; the
+/// kubelet restarts it after a back-off that doubles each time (as its CrashLoopBackOff does), and each
+/// new container does the same. Run `k` starts at `s_k` (`s_0` is `run_at`), exits at `s_k + after`,
+/// and run `k + 1` starts `period * 2^k` later; the restart count is the run's.
+#[allow(clippy::too_many_arguments)]
+fn flaky_container(
+    c: &ContainerSim,
+    name: &str,
+    uid: &str,
+    now: Instant,
+    config: &SimConfig,
+    run_at: Instant,
+    first_started: Timestamp,
+    base: ContainerStatus,
+) -> Computed {
+    let period = config.restart_delay().max(Duration::from_millis(50));
+    let after = config.flaky_after();
+    let mut k: u32 = 0;
+    let mut start = run_at;
+    while k < 20 && now >= start + after + period * 2u32.pow(k) {
+        start += after + period * 2u32.pow(k);
+        k += 1;
+    }
+    let exits_at = start + after;
+    let restarts = c.restarts_after + i32::try_from(k).unwrap_or(i32::MAX);
+    let cid = container_id(uid, name, restarts);
+    let started = if k == 0 {
+        first_started
+    } else {
+        wall_at(c.since, c.since_wall, start)
+    };
+    let exited = |restarts: i32, started: Timestamp, at: Instant| ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            container_id: Some(container_id(uid, name, restarts)),
+            exit_code: 1,
+            reason: Some("Error".into()),
+            started_at: Some(Time(started)),
+            finished_at: Some(Time(wall_at(c.since, c.since_wall, at))),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if now >= exits_at {
+        return Computed {
+            status: ContainerStatus {
+                container_id: Some(cid),
+                image: c.reported.image.clone(),
+                image_id: c.reported.image_id.clone(),
+                restart_count: restarts,
+                state: Some(ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("CrashLoopBackOff".into()),
+                        message: Some(format!("back-off restarting failed container {name}")),
+                    }),
+                    ..Default::default()
+                }),
+                last_state: Some(exited(restarts, started, exits_at)),
+                ..base
+            },
+            next: (k < 20).then(|| exits_at + period * 2u32.pow(k)),
+            started: true,
+        };
+    }
+    let ready_at = start + config.ready_delay();
+    let ready = (k == 0 && c.adopted_started.is_some()) || now >= ready_at;
+    let last_state = if k == 0 {
+        base.last_state.clone()
+    } else {
+        let prev_start = start - after - period * 2u32.pow(k - 1);
+        Some(exited(
+            restarts - 1,
+            wall_at(c.since, c.since_wall, prev_start),
+            prev_start + after,
+        ))
+    };
+    Computed {
+        status: ContainerStatus {
+            container_id: Some(cid),
+            image: c.reported.image.clone(),
+            image_id: c.reported.image_id.clone(),
+            restart_count: restarts,
+            ready,
+            started: Some(true),
+            state: Some(ContainerState {
+                running: Some(ContainerStateRunning {
+                    started_at: Some(Time(started)),
+                }),
+                ..Default::default()
+            }),
+            last_state,
+            ..base
+        },
+        next: Some(if ready { exits_at } else { ready_at }),
         started: true,
     }
 }
@@ -915,5 +1015,47 @@ mod tests {
         let b = compute_container(&c, "c", "uid", t0 + Duration::from_secs(3), &cfg);
         assert!(b.status.restart_count > a.status.restart_count);
         assert!(!b.status.ready);
+    }
+
+    #[test]
+    fn a_flaky_container_is_ready_then_exits_and_is_restarted_after_a_back_off() {
+        let cfg = SimConfig {
+            flaky_after_ms: 1000,
+            ..SimConfig::fast()
+        };
+        let t0 = Instant::now();
+        let c = fresh("img:flaky", t0, cfg.start_delay());
+        let run_at = t0 + cfg.start_delay();
+        let at =
+            |ms: u64| compute_container(&c, "c", "uid", run_at + Duration::from_millis(ms), &cfg);
+        let ready = at(500);
+        assert!(ready.status.ready);
+        assert_eq!(ready.status.restart_count, 0);
+        assert_eq!(ready.next, Some(run_at + Duration::from_millis(1000)));
+        let exited = at(1010);
+        assert!(!exited.status.ready);
+        let reason = exited
+            .status
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.clone());
+        assert_eq!(reason.as_deref(), Some("CrashLoopBackOff"));
+        let last = exited
+            .status
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| t.exit_code);
+        assert_eq!(last, Some(1));
+        // Back-off of 50 ms (the restart delay, at least 50 ms), then the next run.
+        let again = at(1100);
+        assert!(again.status.ready, "{:?}", again.status);
+        assert_eq!(again.status.restart_count, 1);
+        assert_ne!(again.status.container_id, ready.status.container_id);
+        // The second exit backs off twice as long.
+        assert!(!at(2060).status.ready);
+        assert!(!at(2140).status.ready);
+        assert_eq!(at(2200).status.restart_count, 2);
     }
 }

@@ -59,6 +59,11 @@ pub struct SimConfig {
     pub missing_image_markers: Vec<String>,
     /// Images containing any of these substrings crash after starting (CrashLoopBackOff).
     pub crashing_image_markers: Vec<String>,
+    /// Images containing any of these substrings run, become ready, and exit with an error after
+    /// `flaky_after_ms` of running; the kubelet restarts them after a back-off, and they do it again.
+    pub flaky_image_markers: Vec<String>,
+    /// How long a flaky image's container runs before it exits, in milliseconds.
+    pub flaky_after_ms: u64,
     /// The longest a deleted pod's grace period is honoured, in milliseconds.
     pub grace_cap_ms: u64,
     /// The name of the Node the kubelet registers and binds pods to.
@@ -79,6 +84,8 @@ impl Default for SimConfig {
             restart_delay_ms: 500,
             missing_image_markers: vec!["missing".into()],
             crashing_image_markers: vec!["crash".into()],
+            flaky_image_markers: vec!["flaky".into()],
+            flaky_after_ms: 5000,
             grace_cap_ms: 1000,
             node_name: kubelet::DEFAULT_NODE_NAME.into(),
             image_digests: BTreeMap::new(),
@@ -111,6 +118,10 @@ impl SimConfig {
         Duration::from_millis(self.restart_delay_ms)
     }
 
+    pub fn flaky_after(&self) -> Duration {
+        Duration::from_millis(self.flaky_after_ms)
+    }
+
     pub fn grace_cap(&self) -> Duration {
         Duration::from_millis(self.grace_cap_ms)
     }
@@ -125,6 +136,13 @@ impl SimConfig {
     /// Whether this image's container crashes after starting.
     pub fn is_crashing(&self, image: &str) -> bool {
         self.crashing_image_markers
+            .iter()
+            .any(|m| !m.is_empty() && image.contains(m.as_str()))
+    }
+
+    /// Whether this image's container exits with an error after running for a while.
+    pub fn is_flaky(&self, image: &str) -> bool {
+        self.flaky_image_markers
             .iter()
             .any(|m| !m.is_empty() && image.contains(m.as_str()))
     }
@@ -332,6 +350,8 @@ mod tests {
         assert!(c.is_missing("registry.example/sidecar:missing-v9"));
         assert!(!c.is_missing("registry.example/sidecar:v0.2"));
         assert!(c.is_crashing("sidecar:crash"));
+        assert!(c.is_flaky("sidecar:flaky"));
+        assert!(!c.is_crashing("sidecar:flaky"));
     }
 
     #[test]

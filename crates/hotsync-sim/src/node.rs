@@ -185,6 +185,12 @@ const CATALOGUE: &[CatalogueImage] = &[
     },
     CatalogueImage {
         names: &["sidecar"],
+        tag: "flaky",
+        args: Some(&["flaky", "6"]),
+        also: &[],
+    },
+    CatalogueImage {
+        names: &["sidecar"],
         tag: "slow-ready",
         args: Some(&["slow-ready", "4", "8080"]),
         also: &["slow-ready-b"],

@@ -3,6 +3,7 @@
  *                              each connected player, exits 0 on SIGTERM
  *   agent sidecar VERSION      a sidecar: logs its start and version, exits 0 on SIGTERM
  *   agent crash                starts, logs, exits 1 (CrashLoopBackOff)
+ *   agent flaky SECONDS        runs as a sidecar for SECONDS, then exits 1 (a crash after it was ready)
  *   agent slow-ready SECONDS PORT
  *                              listens on PORT only after SECONDS (a readiness probe that takes a while)
  * Every line goes to stdout, so that `kubectl logs` shows each start once. */
@@ -85,6 +86,15 @@ int main(int argc, char **argv) {
     }
     if (strcmp(mode, "crash") == 0) {
         say("crash", NULL);
+        return 1;
+    }
+    if (strcmp(mode, "flaky") == 0) {
+        int secs = argc > 2 ? atoi(argv[2]) : 5;
+        say("flaky", argc > 2 ? argv[2] : "5");
+        while (!stop && secs-- > 0) sleep(1);
+        if (stop) { say("flaky", NULL); return 0; }
+        printf("agent flaky: exiting 1\n");
+        fflush(stdout);
         return 1;
     }
     if (strcmp(mode, "slow-ready") == 0) {
