@@ -299,6 +299,107 @@ async fn an_aborted_rollout_rolls_its_pods_back_in_place_and_stays_aborted_until
     assert_eq!(on(&env, "v0.3").await.0.len(), 5);
 }
 
+/// A sidecar that runs, is ready, and exits with an error five seconds later (the simulation's `flaky`
+/// image): the first step completes, the kubelet restarts the container during the step's ten-minute
+/// pause, and the next sync fails the gate at once (no need to wait for the pause to end), naming the
+/// gate, the pod and the container, and rolls the step's pod back in place; the rollout stays stopped
+/// (promote refuses it) until Git holds another template.
+#[tokio::test]
+async fn a_crash_during_a_step_pause_fails_its_gate_and_rolls_the_step_back_in_place() {
+    let env = harness::env("steps gate crash").await;
+    let steps = "    hotsync.dev/steps: \"1,50%,100%\"\n    hotsync.dev/step-pause: 10m\n";
+    let mut repo = TempRepo::new();
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.1", steps),
+    );
+    repo.commit_all("minecraft at v0.1, in steps");
+    assert_eq!(sync(&env, &repo).await.exit_code(), 0);
+    let (_, before) = on(&env, "v0.1").await;
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "flaky", steps),
+    );
+    repo.commit_all("sidecar flaky");
+    let report = sync(&env, &repo).await;
+    assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
+    let (canary, _) = on(&env, "flaky").await;
+    assert_eq!(canary.len(), 1, "one pod at step 1");
+    let canary = canary[0].clone();
+    // The kubelet restarts the canary's sidecar once more, during the pause.
+    env.eventually(
+        "the canary's sidecar restarted again",
+        harness::CONVERGE,
+        || async {
+            let pods = env.pods("minecraft").await;
+            let restarts = pods
+                .iter()
+                .find(|p| p.name_any() == canary)
+                .and_then(|p| p.status.as_ref()?.container_statuses.clone())
+                .and_then(|cs| cs.into_iter().find(|c| c.name == "sidecar"))
+                .map(|c| c.restart_count)
+                .unwrap_or(0);
+            if restarts >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{restarts} restart(s)"))
+            }
+        },
+    )
+    .await;
+
+    let report = sync(&env, &repo).await;
+    let s = &report.sets[0];
+    assert_eq!(s.outcome, Outcome::Failed, "{report:#?}");
+    assert_eq!(report.exit_code(), 1);
+    let message = s.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("step 1 of 3 did not pass its gate")
+            && message.contains(&format!("gate restarts: pod {canary} container sidecar")),
+        "which gate, which pod, which container: {message}"
+    );
+    assert_eq!(
+        s.step,
+        Some(StepReport {
+            step: 1,
+            of: 3,
+            pods: 1
+        })
+    );
+    let rolled: Vec<&str> = s
+        .pods
+        .iter()
+        .filter(|p| p.result == hotsync::rollout::PodOutcome::RolledBack)
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(rolled, vec![canary.as_str()], "{report:#?}");
+    let (on_old, after) = on(&env, "v0.1").await;
+    assert_eq!(on_old.len(), 10, "the canary is back on v0.1");
+    assert_eq!(after, before, "rolled back in place: the same pods");
+
+    // Stopped until a new template: another sync updates nothing, and promote refuses.
+    let report = sync(&env, &repo).await;
+    assert_eq!(report.sets[0].outcome, Outcome::Failed, "{report:#?}");
+    assert_eq!(
+        report.sets[0].message.as_deref(),
+        Some(message.as_str()),
+        "the first failure is what it keeps saying"
+    );
+    assert!(on(&env, "flaky").await.0.is_empty());
+    let (code, out) = promote(&env, &[&format!("{}/minecraft", env.namespace)]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("did not pass its gate"), "{out}");
+
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.2", steps),
+    );
+    repo.commit_all("sidecar v0.2");
+    let report = sync(&env, &repo).await;
+    assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
+    assert_eq!(on(&env, "v0.2").await.0.len(), 1);
+}
+
 #[test]
 fn invalid_steps_are_an_error_located_at_the_annotation() {
     let mut repo = TempRepo::new();

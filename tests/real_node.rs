@@ -298,6 +298,84 @@ async fn a_crashing_sidecar_loops_on_the_real_kubelet_and_that_pod_is_rolled_bac
         .all(|p| hotsync::live::spec_image(p, "sidecar") == Some(sidecar("v0.1").as_str())));
 }
 
+/// A canary step on the real kubelet: the sidecar `flaky` runs six seconds and exits 1, so after the
+/// step completed the kubelet restarts it (its own back-off); the next sync fails the step's gate, naming
+/// the pod and container, and rolls that pod back in place, while the other pod was never touched.
+#[tokio::test]
+async fn a_canary_that_crashes_during_its_pause_fails_the_gate_and_is_rolled_back_on_the_real_kubelet(
+) {
+    let env = harness::real_env("real gate").await;
+    let mut repo = started(&env, 2, &sidecar("v0.1"), "").await;
+    let before = env.pods("minecraft").await;
+    let in_steps = |tag: &str| {
+        manifest(&env.namespace, 2, &sidecar(tag), "").replacen(
+            "  name: minecraft\n",
+            "  name: minecraft\n  annotations:\n    hotsync.dev/steps: \"1\"\n    hotsync.dev/step-pause: 10m\n",
+            1,
+        )
+    };
+    repo.write("sets/minecraft.yaml", &in_steps("flaky"));
+    repo.commit_all("sidecar flaky, one canary");
+    let report = sync(&env, &repo).await;
+    assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
+    let pods = env.pods("minecraft").await;
+    let canary: Vec<String> = pods
+        .iter()
+        .filter(|p| hotsync::live::spec_image(p, "sidecar") == Some(sidecar("flaky").as_str()))
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(canary.len(), 1, "{}", describe(&pods));
+    let canary = canary[0].clone();
+    env.eventually(
+        "the kubelet restarted the canary's sidecar after it exited",
+        REAL,
+        || async {
+            let pods = env.pods("minecraft").await;
+            let restarts = pods
+                .iter()
+                .find(|p| p.name_any() == canary)
+                .map_or(0, |p| status(p, "sidecar").restart_count);
+            if restarts >= 2 {
+                Ok(())
+            } else {
+                Err(describe(&pods))
+            }
+        },
+    )
+    .await;
+    let report = sync(&env, &repo).await;
+    let set = &report.sets[0];
+    assert_eq!(set.outcome, Outcome::Failed, "{report:#?}");
+    let message = set.message.clone().unwrap_or_default();
+    assert!(
+        message.contains(&format!("gate restarts: pod {canary} container sidecar")),
+        "{message}"
+    );
+    let rolled: Vec<&str> = set
+        .pods
+        .iter()
+        .filter(|p| p.result == PodOutcome::RolledBack)
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(rolled, vec![canary.as_str()], "{report:#?}");
+    let after = ready(&env, 2).await;
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(b.uid(), a.uid(), "the same pods");
+        assert_eq!(
+            hotsync::live::spec_image(a, "sidecar"),
+            Some(sidecar("v0.1").as_str())
+        );
+        assert_eq!(
+            status(b, "minecraft").container_id,
+            status(a, "minecraft").container_id,
+            "the engine kept running"
+        );
+        if a.name_any() != canary {
+            assert_eq!(status(a, "sidecar").restart_count, 0, "never touched");
+        }
+    }
+}
+
 /// A new tag on the digest already running (a routine re-tag in CI): the kubelet restarts the sidecar
 /// and may report the old tag with the same imageID; the pod is done, not failed, and restarts once.
 #[tokio::test]

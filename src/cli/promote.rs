@@ -14,7 +14,8 @@ use kube::Api;
 
 /// Promote a rollout paused at a step (`hotsync.dev/steps`) to its next step.
 ///
-/// Exit codes: 0 promoted, 2 invalid input or error (no such set, no rollout under way, no steps).
+/// Exit codes: 0 promoted, 2 invalid input or error (no such set, no rollout under way, no steps, a
+/// rollout stopped by its gate).
 #[derive(Debug, Args)]
 #[command(after_help = "Exit codes: 0 promoted, 2 invalid input or error.")]
 pub struct PromoteArgs {
@@ -48,6 +49,17 @@ pub fn run(args: PromoteArgs) -> anyhow::Result<i32> {
             eprintln!("error: {ns}/{name} has no rollout under way (hotsync does not hold it): nothing to promote");
             return Ok(2);
         };
+        if let Some(why) = steps::gate_failed_for(
+            annotations
+                .get(steps::ANNOTATION_GATE_FAILED)
+                .map(String::as_str),
+            fingerprint,
+        ) {
+            eprintln!(
+                "error: {ns}/{name}: {why}; a rollout stopped by its gate is not promoted: commit another template (or abort it)"
+            );
+            return Ok(2);
+        }
         let replicas = usize::try_from(gss.spec.replicas.unwrap_or(0).max(0)).unwrap_or(0);
         let of = steps.count(replicas);
         let at = steps::step_for(

@@ -357,6 +357,13 @@ pub(crate) async fn hot_update(
             .map(String::as_str),
         &fingerprint,
     );
+    // A gate that failed at an earlier sync: the rollout of this template stays stopped.
+    let mut gate_failed = super::steps::gate_failed_for(
+        live_annotations
+            .get(super::steps::ANNOTATION_GATE_FAILED)
+            .map(String::as_str),
+        &fingerprint,
+    );
     let mut step_at = None;
     // Why a step due for promotion waits (its gate does not pass yet).
     let mut gate_wait: Option<String> = None;
@@ -366,15 +373,19 @@ pub(crate) async fn hot_update(
         };
         let mut k = recorded(super::steps::ANNOTATION_STEP).map_or(0, |(k, _)| k);
         let of = s.count(popts.replicas);
-        if let (Some(pause), Some((reached, Some(at)))) =
-            (s.pause, recorded(super::steps::ANNOTATION_STEP_REACHED))
-        {
-            let due = at
-                .parse::<k8s_openapi::jiff::Timestamp>()
-                .ok()
-                .and_then(|t| Duration::try_from(ctx.opts.clock.now().duration_since(t)).ok())
-                .is_some_and(|waited| waited >= pause);
-            if reached == k && k + 1 < of && due {
+        let reached = recorded(super::steps::ANNOTATION_STEP_REACHED);
+        // Paused at step k: its gate is judged at every sync of the pause (a crash fails it at once),
+        // and it promotes the step once the pause is over.
+        if let (None, Some((r, at))) = (&gate_failed, &reached) {
+            if *r == k && k + 1 < of {
+                let due = s.pause.is_some_and(|pause| {
+                    at.as_deref()
+                        .and_then(|at| at.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                        .and_then(|t| {
+                            Duration::try_from(ctx.opts.clock.now().duration_since(t)).ok()
+                        })
+                        .is_some_and(|waited| waited >= pause)
+                });
                 let gs_states: BTreeMap<String, String> = live
                     .gameservers
                     .iter()
@@ -388,7 +399,20 @@ pub(crate) async fn hot_update(
                 let pods = pods_of(&watch);
                 let updated = plan::plan_set(&pods, &target, &popts, now()).current;
                 match plan::step_gate(&pods, &updated, &gs_states, &target) {
-                    plan::Gate::Pass => {
+                    plan::Gate::Fail(why) => {
+                        let why = format!(
+                            "step {} of {of} did not pass its gate, the rollout stops: {why}",
+                            k + 1
+                        );
+                        annotate(
+                            ctx,
+                            super::steps::ANNOTATION_GATE_FAILED,
+                            &format!("{fingerprint} {why}"),
+                        )
+                        .await?;
+                        gate_failed = Some(why);
+                    }
+                    plan::Gate::Pass if due => {
                         k += 1;
                         annotate(
                             ctx,
@@ -397,20 +421,8 @@ pub(crate) async fn hot_update(
                         )
                         .await?;
                     }
-                    plan::Gate::Wait(why) => gate_wait = Some(why),
-                    plan::Gate::Fail(why) => {
-                        out.outcome = Outcome::Failed;
-                        out.message = Some(format!(
-                            "step {} of {of} did not pass its gate, the rollout stops: {why}",
-                            k + 1
-                        ));
-                        out.step = Some(super::StepReport {
-                            step: k + 1,
-                            of,
-                            pods: s.pods_at(k, popts.replicas),
-                        });
-                        return Ok(());
-                    }
+                    plan::Gate::Wait(why) if due => gate_wait = Some(why),
+                    plan::Gate::Pass | plan::Gate::Wait(_) => {}
                 }
             }
         }
@@ -433,11 +445,30 @@ pub(crate) async fn hot_update(
     let mut stop: Option<String> = None;
     // A freeze window entered during the rollout: no pod starts after that, those under way finish.
     let mut frozen: Option<String> = None;
-    if let Some(at) = &aborted {
-        // Aborted: no pod goes further, and every pod this rollout updated goes back to what it was.
-        stop = Some(format!(
-            "the rollout of this template was aborted at {at} (hotsync abort): the pods it updated are rolled back, and it stays aborted until Git holds another template"
-        ));
+    // Aborted, or stopped by a step's gate: no pod goes further, and every pod this rollout updated goes
+    // back to what it was (after a gate, only with --on-failure rollback).
+    let roll_back = match (&aborted, &gate_failed) {
+        (Some(at), _) => {
+            stop = Some(format!(
+                "the rollout of this template was aborted at {at} (hotsync abort): the pods it updated are rolled back, and it stays aborted until Git holds another template"
+            ));
+            Some("aborted: put back on its images before the rollout")
+        }
+        (None, Some(why)) => {
+            let rolled = ctx.opts.on_failure == OnFailure::Rollback;
+            stop = Some(format!(
+                "{why}; {}, and the rollout stays stopped until Git holds another template",
+                if rolled {
+                    "the pods it updated are rolled back"
+                } else {
+                    "the pods it updated stay as they are (--on-failure halt)"
+                }
+            ));
+            rolled.then_some("its step's gate failed: put back on its images before the rollout")
+        }
+        (None, None) => None,
+    };
+    if let Some(note) = roll_back {
         let pods = pods_of(&watch);
         for name in first.current.iter().chain(&first.in_flight) {
             let Some(pod) = pods.iter().find(|p| live::pod_name(p) == name) else {
@@ -450,7 +481,7 @@ pub(crate) async fn hot_update(
                         started: Instant::now(),
                         acted_on: None,
                         rollback: Some(rt),
-                        failed: Some("aborted: put back on its images before the rollout".into()),
+                        failed: Some(note.into()),
                         hooked_since: None,
                         refusals: 0,
                         retry_at: None,
@@ -471,8 +502,12 @@ pub(crate) async fn hot_update(
             }
         }
         // Preparing pods of an earlier run (PreparingUpdate or InPlaceUpdateReady False, not yet patched);
-        // none after an abort.
-        for n in last_plan.order.iter().filter(|_| aborted.is_none()) {
+        // none after an abort or a failed gate.
+        for n in last_plan
+            .order
+            .iter()
+            .filter(|_| aborted.is_none() && gate_failed.is_none())
+        {
             let p = pods.iter().find(|p| live::pod_name(p) == n);
             let started = p.is_some_and(|p| {
                 p.metadata

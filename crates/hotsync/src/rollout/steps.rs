@@ -27,6 +27,17 @@ pub const ANNOTATION_STEP_REACHED: &str = "hotsync.dev/step-reached";
 /// rolled back and stays so, whatever syncs come, until Git holds another template.
 pub const ANNOTATION_ABORTED: &str = "hotsync.dev/aborted";
 
+/// On the live set: `FINGERPRINT MESSAGE`, written by the rollout when a step's gate failed: the rollout
+/// of that template stops there (its step's pods rolled back with `--on-failure rollback`) and stays
+/// stopped, whatever syncs come, until Git holds another template.
+pub const ANNOTATION_GATE_FAILED: &str = "hotsync.dev/gate-failed";
+
+/// Why the rollout of `fingerprint` stopped at a gate, from [`ANNOTATION_GATE_FAILED`]'s value.
+pub fn gate_failed_for(value: Option<&str>, fingerprint: &str) -> Option<String> {
+    let (fp, why) = value?.trim().split_once(' ')?;
+    (fp == fingerprint).then(|| why.trim().to_string())
+}
+
 /// When the rollout of `fingerprint` was aborted, from [`ANNOTATION_ABORTED`]'s value.
 pub fn aborted_for(value: Option<&str>, fingerprint: &str) -> Option<String> {
     let mut parts = value?.split_whitespace();
@@ -223,6 +234,18 @@ pub fn step_value(fingerprint: &str, k: usize, at: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gate_failure_is_about_one_template_and_keeps_its_whole_message() {
+        let v = "abc123 step 2 of 3 did not pass its gate: pod p-1 container sidecar restarted";
+        assert_eq!(
+            gate_failed_for(Some(v), "abc123").as_deref(),
+            Some("step 2 of 3 did not pass its gate: pod p-1 container sidecar restarted")
+        );
+        assert_eq!(gate_failed_for(Some(v), "def456"), None);
+        assert_eq!(gate_failed_for(Some("abc123"), "abc123"), None);
+        assert_eq!(gate_failed_for(None, "abc123"), None);
+    }
 
     #[test]
     fn steps_are_counts_or_percentages_that_grow() {
