@@ -50,7 +50,7 @@ fn restarts(p: &Pod, c: &str) -> i32 {
         .unwrap_or(-1)
 }
 
-async fn set_ops_state(env: &TestEnv, gs: &str, ops: &str) {
+pub(crate) async fn set_ops_state(env: &TestEnv, gs: &str, ops: &str) {
     env.api::<GameServer>()
         .patch(
             gs,
@@ -558,7 +558,11 @@ async fn a_daemon_killed_between_not_ready_and_its_patch_resumes_and_leaves_no_p
 }
 
 /// `hotsync plan --cluster` of the current Git against the cluster, as JSON, and its exit code.
-fn plan_cluster(env: &TestEnv, repo: &TempRepo, extra: &[&str]) -> (i32, serde_json::Value) {
+pub(crate) fn plan_cluster(
+    env: &TestEnv,
+    repo: &TempRepo,
+    extra: &[&str],
+) -> (i32, serde_json::Value) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotsync"))
         .args(["plan", "--cluster", "-o", "json", "--repo"])
         .arg(repo.path())

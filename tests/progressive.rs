@@ -744,3 +744,90 @@ async fn a_daemon_killed_while_paused_at_a_step_resumes_paused_and_goes_on_when_
     assert_eq!(on(&env, "v0.2").await.1, before, "the same pods throughout");
     drop(daemon);
 }
+
+/// Against the cluster, the plan of a bump through `1,50%,100%` counts per step the game servers it
+/// restarts in place and the Allocated ones among them (players on them), and the markdown report shows
+/// the steps; with `--skip-allocated` the first step takes the next game server instead. Nothing is
+/// written.
+#[tokio::test]
+async fn plan_against_the_cluster_counts_per_step_the_game_servers_restarted_and_the_players_on_them(
+) {
+    let env = harness::env("steps plan cluster").await;
+    let steps = "    hotsync.dev/steps: \"1,50%,100%\"\n";
+    let mut repo = TempRepo::new();
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.1", steps),
+    );
+    repo.commit_all("minecraft at v0.1, in steps");
+    assert_eq!(sync(&env, &repo).await.exit_code(), 0);
+    crate::players::set_ops_state(&env, "minecraft-9", "Allocated").await;
+    crate::players::set_ops_state(&env, "minecraft-3", "Allocated").await;
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.2", steps),
+    );
+    repo.commit_all("sidecar v0.2");
+
+    let (code, plan) = crate::players::plan_cluster(&env, &repo, &[]);
+    assert_eq!(code, 1, "changes: {plan:#}");
+    let set = &plan["sets"][0];
+    assert_eq!(set["impact"], "HotUpdate", "{plan:#}");
+    assert_eq!(
+        set["steps"],
+        serde_json::json!({"declared": ["1", "50%", "100%"], "pods": [1, 5, 10]})
+    );
+    let names = |from: u32, to: u32| -> Vec<String> {
+        (to..=from)
+            .rev()
+            .map(|i| format!("minecraft-{i}"))
+            .collect()
+    };
+    assert_eq!(
+        set["pods"]["steps"],
+        serde_json::json!([
+            {"step": 1, "of": 3, "total": 1, "restart": names(9, 9), "allocated": ["minecraft-9"]},
+            {"step": 2, "of": 3, "total": 5, "restart": names(8, 5), "allocated": []},
+            {"step": 3, "of": 3, "total": 10, "restart": names(4, 0), "allocated": ["minecraft-3"]},
+        ]),
+        "{plan:#}"
+    );
+
+    let (_, plan) = crate::players::plan_cluster(&env, &repo, &["--skip-allocated"]);
+    let pods = &plan["sets"][0]["pods"];
+    assert_eq!(
+        pods["steps"][0]["restart"],
+        serde_json::json!(["minecraft-8"])
+    );
+    assert_eq!(
+        pods["steps"][2]["restart"].as_array().map(Vec::len),
+        Some(3)
+    );
+    for st in pods["steps"].as_array().into_iter().flatten() {
+        assert_eq!(st["allocated"], serde_json::json!([]), "{st}");
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_hotsync"))
+        .args(["plan", "--cluster", "-o", "markdown", "--repo"])
+        .arg(repo.path())
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .output()
+        .expect("run hotsync plan");
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        md.contains("10 restart in place in 3 steps (1, 4, 5), 2 Allocated"),
+        "{md}"
+    );
+    assert!(
+        md.contains("canary steps 1, 50%, 100%: 1 → 5 → 10 pod(s) on the new template in total; each step waits for `hotsync promote`"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 1 of 3 | 1 | 1: `minecraft-9` | 1: `minecraft-9` |"),
+        "{md}"
+    );
+    assert!(md.contains("| 3 of 3 | 10 | 5: `minecraft-4`, `minecraft-3`, `minecraft-2`, `minecraft-1`, `minecraft-0` | 1: `minecraft-3` |"), "{md}");
+    // A plan writes nothing.
+    assert_eq!(on(&env, "v0.1").await.0.len(), 10);
+}

@@ -106,6 +106,39 @@ pub struct SetDiff {
     /// (`hotsync plan --cluster`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pods: Option<PodImpact>,
+    /// The canary steps the hot update takes (`hotsync.dev/steps` on the head).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<PlannedSteps>,
+}
+
+/// The canary steps of a hot update, as the head declares them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedSteps {
+    /// The steps as declared (`1`, `50%`), and `all` for the last step to every pod when the list
+    /// stops short.
+    pub declared: Vec<String>,
+    /// The pods on the new template in total at the end of each step, of the head's replicas.
+    pub pods: Vec<usize>,
+    /// `hotsync.dev/step-pause`: a step promotes itself that long after it completed, if its gate
+    /// holds; absent, each step waits for `hotsync promote`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause: Option<String>,
+}
+
+/// What one canary step does to the live set's pods.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepImpact {
+    /// 1-based.
+    pub step: usize,
+    pub of: usize,
+    /// Pods on the new template in total once the step is done.
+    pub total: usize,
+    /// The game servers this step restarts in place, in the order it takes them.
+    pub restart: Vec<String>,
+    /// Among them, the `Allocated` ones: players on them.
+    pub allocated: Vec<String>,
 }
 
 /// What a change does to the pods of a live set, now.
@@ -120,6 +153,9 @@ pub struct PodImpact {
     pub allocated: Vec<String>,
     /// Pods left alone, and why (partition, a deferring opsState).
     pub held: Vec<HeldPod>,
+    /// With canary steps (`hotsync.dev/steps`): the pods restarted in place, step by step.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepImpact>,
 }
 
 /// One pod restarted in place, and the containers that restart.
@@ -545,7 +581,25 @@ pub fn diff_sets(base: Option<&GameServerSet>, head: Option<&GameServerSet>) -> 
         pod_update_policy: policy,
         env_restarts: Vec::new(),
         pods: None,
+        steps: None,
     };
+    if let Some(h) = head.filter(|_| in_place && impact == Impact::HotUpdate) {
+        if let Ok(Some(st)) = crate::rollout::steps::Steps::of(h.metadata.annotations.as_ref()) {
+            let replicas = usize::try_from(h.spec.replicas.unwrap_or(0).max(0)).unwrap_or(0);
+            d.steps = Some(PlannedSteps {
+                declared: st.declared(replicas),
+                pods: (0..st.count(replicas))
+                    .map(|k| st.pods_at(k, replicas))
+                    .collect(),
+                pause: h
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(crate::rollout::steps::ANNOTATION_STEP_PAUSE))
+                    .cloned(),
+            });
+        }
+    }
     if let (Some(b), Some(h)) = (base, head) {
         if in_place && matches!(d.impact, Impact::HotUpdate) {
             let change = crate::workload::in_place_change(
@@ -675,6 +729,16 @@ fn warnings(
             }
             if d.pod_update_policy == "InPlaceOnly" {
                 w.push("podUpdatePolicy is InPlaceOnly: Kruise refuses to recreate pods, so this rollout stalls".to_string());
+            }
+            let steps = head
+                .and_then(|h| h.metadata.annotations.as_ref())
+                .is_some_and(|a| a.contains_key(crate::rollout::steps::ANNOTATION_STEPS));
+            if steps {
+                w.push(format!(
+                    "{} applies to hot updates only: OKG recreates {} by its own rolling update, without pausing at the steps",
+                    crate::rollout::steps::ANNOTATION_STEPS,
+                    pods(n)
+                ));
             }
         }
         _ => {}

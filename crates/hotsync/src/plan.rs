@@ -190,11 +190,34 @@ impl Plan {
                 let _ = writeln!(s, "> {w}");
                 let _ = writeln!(s);
             }
+            if let Some(st) = &d.steps {
+                let _ = writeln!(s, "- {}", steps_line(st));
+                let _ = writeln!(s);
+            }
             if let Some(p) = &d.pods {
                 for line in pod_lines(p) {
                     let _ = writeln!(s, "- {line}");
                 }
                 let _ = writeln!(s);
+                if !p.steps.is_empty() {
+                    let _ = writeln!(
+                        s,
+                        "| Step | Pods on the new template | Game servers restarted in place | Allocated (players on them) |"
+                    );
+                    let _ = writeln!(s, "| --- | --- | --- | --- |");
+                    for st in &p.steps {
+                        let _ = writeln!(
+                            s,
+                            "| {} of {} | {} | {} | {} |",
+                            st.step,
+                            st.of,
+                            st.total,
+                            md_names(&st.restart),
+                            md_names(&st.allocated)
+                        );
+                    }
+                    let _ = writeln!(s);
+                }
             }
             if !d.changes.is_empty() {
                 let _ = writeln!(s, "| Field | From | To | Class |");
@@ -281,6 +304,9 @@ impl Plan {
             for w in &d.warnings {
                 let _ = writeln!(s, "  warning: {w}");
             }
+            if let Some(st) = &d.steps {
+                let _ = writeln!(s, "  {}", steps_line(st));
+            }
             if let Some(p) = &d.pods {
                 for line in pod_lines(p) {
                     let _ = writeln!(s, "  {line}");
@@ -359,17 +385,80 @@ fn pod_lines(p: &PodImpact) -> Vec<String> {
             p.allocated.join(", ")
         ));
     }
+    for st in &p.steps {
+        let allocated = if st.allocated.is_empty() {
+            "none Allocated".to_string()
+        } else {
+            format!(
+                "{} Allocated, players on them: {}",
+                st.allocated.len(),
+                st.allocated.join(", ")
+            )
+        };
+        out.push(if st.restart.is_empty() {
+            format!(
+                "step {} of {} ({} on the new template): restarts no game server",
+                st.step, st.of, st.total
+            )
+        } else {
+            format!(
+                "step {} of {} ({} on the new template): restarts {} game server(s) in place ({}), {allocated}",
+                st.step,
+                st.of,
+                st.total,
+                st.restart.len(),
+                st.restart.join(", ")
+            )
+        });
+    }
     for h in &p.held {
         out.push(format!("{} left alone: {}", h.pod, h.reason));
     }
     out
 }
 
+/// The canary steps a hot update takes, in a line.
+fn steps_line(st: &crate::diff::PlannedSteps) -> String {
+    let pods: Vec<String> = st.pods.iter().map(ToString::to_string).collect();
+    let promote = match &st.pause {
+        Some(p) => format!("each step promotes itself {p} after it completed if its gate holds"),
+        None => "each step waits for `hotsync promote`".to_string(),
+    };
+    format!(
+        "canary steps {}: {} pod(s) on the new template in total; {promote}",
+        st.declared.join(", "),
+        pods.join(" → ")
+    )
+}
+
+/// Names for a markdown cell: `a`, `b`; `–` for none.
+fn md_names(names: &[String]) -> String {
+    if names.is_empty() {
+        return "–".to_string();
+    }
+    let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    format!("{}: {}", names.len(), list.join(", "))
+}
+
 fn pods_cell(d: &SetDiff) -> String {
     if let Some(p) = &d.pods {
         let mut parts = Vec::new();
         if !p.in_place.is_empty() {
-            parts.push(format!("{} restart in place", p.in_place.len()));
+            parts.push(if p.steps.is_empty() {
+                format!("{} restart in place", p.in_place.len())
+            } else {
+                let per: Vec<String> = p
+                    .steps
+                    .iter()
+                    .map(|s| s.restart.len().to_string())
+                    .collect();
+                format!(
+                    "{} restart in place in {} steps ({})",
+                    p.in_place.len(),
+                    p.steps.len(),
+                    per.join(", ")
+                )
+            });
         }
         if !p.recreated.is_empty() {
             parts.push(format!("{} recreated", p.recreated.len()));
@@ -385,7 +474,10 @@ fn pods_cell(d: &SetDiff) -> String {
         }
     }
     match (d.impact, d.replicas.from, d.replicas.to) {
-        (Impact::HotUpdate, _, Some(n)) => format!("{n} restart in place"),
+        (Impact::HotUpdate, _, Some(n)) => match &d.steps {
+            Some(st) => format!("{n} restart in place in {} steps", st.pods.len()),
+            None => format!("{n} restart in place"),
+        },
         (Impact::Recreate, _, Some(n)) => format!("{n} recreated"),
         (Impact::Create, _, Some(n)) => format!("{n} created"),
         (Impact::Delete, Some(n), _) => format!("{n} deleted"),
@@ -461,6 +553,7 @@ mod tests {
                 pod: "arena-2".into(),
                 reason: "opsState Allocated: updated once it changes".into(),
             }],
+            steps: vec![],
         });
         Plan {
             base: Revision {
@@ -497,6 +590,57 @@ mod tests {
         let md = planned().to_markdown();
         assert!(
             md.contains("| 2 restart in place, 1 Allocated, 1 left alone |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_plan_with_canary_steps_shows_each_step_and_the_players_it_reaches() {
+        let mut plan = planned();
+        let d = &mut plan.sets[0];
+        d.steps = Some(crate::diff::PlannedSteps {
+            declared: vec!["1".into(), "100%".into()],
+            pods: vec![1, 3],
+            pause: Some("10m".into()),
+        });
+        let p = d.pods.as_mut().expect("pods");
+        p.steps = vec![
+            crate::diff::StepImpact {
+                step: 1,
+                of: 2,
+                total: 1,
+                restart: vec!["arena-1".into()],
+                allocated: vec![],
+            },
+            crate::diff::StepImpact {
+                step: 2,
+                of: 2,
+                total: 2,
+                restart: vec!["arena-0".into()],
+                allocated: vec!["arena-0".into()],
+            },
+        ];
+        let text = plan.to_text(false);
+        assert!(
+            text.contains("  canary steps 1, 100%: 1 → 3 pod(s) on the new template in total; each step promotes itself 10m after it completed if its gate holds"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  step 1 of 2 (1 on the new template): restarts 1 game server(s) in place (arena-1), none Allocated"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  step 2 of 2 (2 on the new template): restarts 1 game server(s) in place (arena-0), 1 Allocated, players on them: arena-0"),
+            "{text}"
+        );
+        let md = plan.to_markdown();
+        assert!(
+            md.contains("| 2 restart in place in 2 steps (1, 1), 1 Allocated, 1 left alone |"),
+            "{md}"
+        );
+        assert!(md.contains("| 1 of 2 | 1 | 1: `arena-1` | – |"), "{md}");
+        assert!(
+            md.contains("| 2 of 2 | 2 | 1: `arena-0` | 1: `arena-0` |"),
             "{md}"
         );
     }

@@ -2,14 +2,15 @@
 //! shows, from what the cluster runs instead of from a base revision, and what the change would do to
 //! each pod now: the pods hotsync would restart in place (in the order the rollout plan takes them, with
 //! their containers), the pods OKG would recreate, the `Allocated` game servers among them (players on
-//! them), and the pods left alone by partition or by a deferring opsState. It reads the cluster and
-//! writes nothing.
+//! them), the pods left alone by partition or by a deferring opsState, and for a set with canary steps
+//! (`hotsync.dev/steps`) which game servers each step restarts and the Allocated ones among them. It
+//! reads the cluster and writes nothing.
 //!
 //! Data: the manifests of one commit (read by the caller) and, per set, [`live::read`]; the pod plan is
 //! [`exec::dry_run`], the same pure [`super::plan::plan_set`] a sync executes.
 
 use super::{exec, replicas_owned_elsewhere, RolloutOptions};
-use crate::diff::{diff_sets, HeldPod, Impact, PodImpact, PodRestart, SetDiff};
+use crate::diff::{diff_sets, HeldPod, Impact, PodImpact, PodRestart, SetDiff, StepImpact};
 use crate::live::{self, ClusterError, LiveSet};
 use crate::manifest::Manifests;
 use crate::model::{policy_is_in_place, GameServerSet, LABEL_OPS_STATE};
@@ -93,7 +94,13 @@ pub fn pod_impact(
         .collect();
     match d.impact {
         Impact::HotUpdate if policy_is_in_place(Some(want.pod_update_policy())) => {
-            for r in exec::dry_run(live, want, opts) {
+            let results = exec::dry_run(live, want, opts);
+            // The pods not in the dry run are on the new images already.
+            let done = pods
+                .iter()
+                .filter(|p| !results.iter().any(|r| r.name == live::pod_name(p)))
+                .count();
+            for r in results {
                 match r.result {
                     super::PodOutcome::WouldUpdate => {
                         let mut containers = r.containers;
@@ -113,6 +120,45 @@ pub fn pod_impact(
                         reason: r.message.unwrap_or_default(),
                     }),
                 }
+            }
+            if let Ok(Some(steps)) = super::steps::Steps::of(want.metadata.annotations.as_ref()) {
+                let replicas = want
+                    .spec
+                    .replicas
+                    .and_then(|r| usize::try_from(r.max(0)).ok())
+                    .unwrap_or(pods.len());
+                let of = steps.count(replicas);
+                let order: Vec<&str> = out.in_place.iter().map(|r| r.pod.as_str()).collect();
+                out.steps = steps
+                    .split(replicas, done, order.len())
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, range)| {
+                        let total = done + range.end;
+                        let restart: Vec<String> = order
+                            .get(range)
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|n| (*n).to_string())
+                            .collect();
+                        let mut allocated: Vec<String> = restart
+                            .iter()
+                            .filter(|n| {
+                                pods.iter()
+                                    .any(|p| live::pod_name(p) == *n && is_allocated(p))
+                            })
+                            .cloned()
+                            .collect();
+                        allocated.sort();
+                        StepImpact {
+                            step: k + 1,
+                            of,
+                            total,
+                            restart,
+                            allocated,
+                        }
+                    })
+                    .collect();
             }
         }
         Impact::Recreate => {
@@ -146,18 +192,20 @@ pub fn pod_impact(
         .collect();
     out.allocated = pods
         .iter()
-        .filter(|p| {
-            touched.contains(&live::pod_name(p))
-                && p.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_OPS_STATE))
-                    .is_some_and(|s| s == "Allocated")
-        })
+        .filter(|p| touched.contains(&live::pod_name(p)) && is_allocated(p))
         .map(|p| live::pod_name(p).to_string())
         .collect();
     out.allocated.sort();
     out
+}
+
+/// The game server of `pod` is `Allocated`: players are on it.
+fn is_allocated(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_OPS_STATE))
+        .is_some_and(|s| s == "Allocated")
 }
 
 fn ordinal(name: &str) -> i64 {

@@ -211,6 +211,41 @@ impl Steps {
             .map(|s| s.pods(replicas))
             .unwrap_or(replicas)
     }
+
+    /// Which of the `pending` pods a rollout takes, in its order, fall to each step, when `done` pods
+    /// are on the new template already: step k takes those that bring the total from step k-1's size
+    /// to its own; the last step takes what is left (a partition or a deferring opsState may leave
+    /// fewer pods than the steps name, and a step already behind the rollout takes none).
+    pub fn split(
+        &self,
+        replicas: usize,
+        done: usize,
+        pending: usize,
+    ) -> Vec<std::ops::Range<usize>> {
+        let of = self.count(replicas);
+        let mut from = 0;
+        (0..of)
+            .map(|k| {
+                let to = if k + 1 == of {
+                    pending
+                } else {
+                    self.pods_at(k, replicas).saturating_sub(done).min(pending)
+                };
+                let r = from.min(to)..to;
+                from = to;
+                r
+            })
+            .collect()
+    }
+
+    /// The steps as declared, with the last step to every pod when the list stops short.
+    pub fn declared(&self, replicas: usize) -> Vec<String> {
+        let mut out: Vec<String> = self.sizes.iter().map(ToString::to_string).collect();
+        if out.len() < self.count(replicas) {
+            out.push("all".to_string());
+        }
+        out
+    }
 }
 
 /// A `FINGERPRINT K [...]` annotation's step, when it is about `fingerprint`.
@@ -245,6 +280,28 @@ mod tests {
         assert_eq!(gate_failed_for(Some(v), "def456"), None);
         assert_eq!(gate_failed_for(Some("abc123"), "abc123"), None);
         assert_eq!(gate_failed_for(None, "abc123"), None);
+    }
+
+    #[test]
+    fn each_step_takes_the_pods_that_bring_the_total_to_its_size_and_the_last_takes_the_rest() {
+        let s = Steps {
+            sizes: parse_steps("1,50%,100%").expect("ok"),
+            pause: None,
+        };
+        // 10 pods, none on the new template: 1, then 4 more to 5, then the other 5.
+        assert_eq!(s.split(10, 0, 10), [0..1, 1..5, 5..10]);
+        // 3 already on it (a rollout under way): the first step is behind it, the second takes 2.
+        assert_eq!(s.split(10, 3, 7), [0..0, 0..2, 2..7]);
+        // A partition leaves 6 to take: the last step takes the 1 left after the second.
+        assert_eq!(s.split(10, 0, 6), [0..1, 1..5, 5..6]);
+        // A list that stops short gets a last step to every pod.
+        let short = Steps {
+            sizes: parse_steps("2").expect("ok"),
+            pause: None,
+        };
+        assert_eq!(short.split(4, 0, 4), [0..2, 2..4]);
+        assert_eq!(short.declared(4), ["2", "all"]);
+        assert_eq!(s.declared(10), ["1", "50%", "100%"]);
     }
 
     #[test]
