@@ -42,6 +42,7 @@ fn status(cluster: &str, name: &str, phase: Phase, message: Option<&str>) -> Set
             ready: true,
             updated: true,
             last_error: None,
+            waiting: None,
         }],
     }
 }

@@ -78,8 +78,13 @@ pub struct PodReport {
     pub ready: bool,
     /// True when the pod runs the target images of the set.
     pub updated: bool,
+    /// Why the pod's last update failed (the kubelet's reason, or the rollout's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Why the rollout left the pod for later on purpose: a later canary step, a deferring opsState,
+    /// `partition`, a rollout stopped before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// The status of one GameServerSet in one cluster, written to [`SetStatus::path`].
@@ -220,6 +225,7 @@ mod tests {
                     ready: false,
                     updated: false,
                     last_error: Some("ImagePullBackOff: \"sidecar:v0.2\"\nsecond line".into()),
+                    waiting: None,
                 },
                 PodReport {
                     name: "arena-0".into(),
@@ -232,6 +238,7 @@ mod tests {
                     ready: true,
                     updated: true,
                     last_error: None,
+                    waiting: None,
                 },
             ],
         }

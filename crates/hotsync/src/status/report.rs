@@ -2,7 +2,7 @@
 
 use super::{ContainerTarget, Phase, PodReport, SetStatus, SourceRef, StatusError, StatusWriter};
 use crate::live;
-use crate::rollout::{Outcome, SetOutcome};
+use crate::rollout::{Outcome, PodOutcome, SetOutcome};
 use crate::sync::SyncReport;
 use kube::Client;
 use std::sync::Arc;
@@ -47,10 +47,14 @@ pub async fn statuses(client: &Client, cluster: &str, report: &SyncReport) -> Ve
                     .unwrap_or_default();
                 let failure =
                     live::failure(p, &containers).map(|(c, why)| format!("container {c}: {why}"));
-                let from_rollout = set
-                    .pods
-                    .iter()
-                    .find(|r| r.name == live::pod_name(p))
+                let result = set.pods.iter().find(|r| r.name == live::pod_name(p));
+                // A failure's message is an error; a pod left for later on purpose is waiting.
+                let failed = |r: &&crate::rollout::PodResult| {
+                    matches!(r.result, PodOutcome::Failed | PodOutcome::RolledBack)
+                };
+                let from_rollout = result.filter(failed).and_then(|r| r.message.clone());
+                let waiting = result
+                    .filter(|r| !failed(r))
                     .and_then(|r| r.message.clone());
                 PodReport {
                     name: live::pod_name(p).to_string(),
@@ -68,6 +72,7 @@ pub async fn statuses(client: &Client, cluster: &str, report: &SyncReport) -> Ve
                         .iter()
                         .all(|(c, img)| live::spec_image(p, c).is_none_or(|i| i == img)),
                     last_error: failure.or(from_rollout),
+                    waiting,
                 }
             })
             .collect();
