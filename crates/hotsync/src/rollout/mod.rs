@@ -472,6 +472,9 @@ async fn sync_set_in(ctx: &Ctx<'_>, desired: &DesiredSet) -> Result<SetOutcome, 
         && diff.impact != Impact::Recreate
         && (diff.impact == Impact::HotUpdate || pods_behind || held);
     if hot {
+        // A rollout under way (held, or pods behind Git) goes on as a hot update, whatever the set's
+        // own diff says (the live set differs from Git only by hotsync's hold then).
+        out.impact = out.impact.max(Impact::HotUpdate);
         exec::hot_update(ctx, &want, &live, omit_replicas, &mut out).await?;
         out.writes = ctx.writer.counts();
         return Ok(out);
