@@ -72,15 +72,21 @@ pub(crate) async fn run_demo(args: &[&str], limit: Duration) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-/// The story every demo tells, whatever its node: three seed pods listed before and after, each
-/// restarted once, on the same IP; and the status commit saying so.
+/// The story every demo tells, whatever its node: three seed pods listed before and after the bump, each
+/// restarted once, on the same IP, and the status commit saying so; then the canary: the plan against
+/// the cluster names the one game server of step 1, the sync updates it alone and pauses (Paused, step
+/// 1/2 in the status in Git), and after `hotsync promote` the other two follow, still the same pods.
 pub(crate) fn assert_the_story(out: &str) {
     let pods: Vec<KubectlBlock> = kubectl_blocks(out)
         .into_iter()
         .filter(|b| b.command.starts_with("get pod"))
         .collect();
-    assert_eq!(pods.len(), 2, "a pod listing before and after:\n{out}");
-    let (before, after) = (&pods[0], &pods[1]);
+    assert_eq!(
+        pods.len(),
+        4,
+        "pod listings before and after the bump, at the canary's step, after the promote:\n{out}"
+    );
+    let (before, after, canary, promoted) = (&pods[0], &pods[1], &pods[2], &pods[3]);
     for pod in ["minecraft-0", "minecraft-1", "minecraft-2"] {
         assert_eq!(
             before.cell(pod, "RESTARTS"),
@@ -92,23 +98,51 @@ pub(crate) fn assert_the_story(out: &str) {
             Some("1"),
             "{pod} after:\n{out}"
         );
-        assert_eq!(after.cell(pod, "READY"), Some("2/2"), "{pod} after:\n{out}");
         assert_eq!(
-            after.cell(pod, "STATUS"),
-            Some("Running"),
-            "{pod} after:\n{out}"
+            canary.cell(pod, "RESTARTS"),
+            Some(if pod == "minecraft-2" { "2" } else { "1" }),
+            "{pod} at the canary's step: only the highest ordinal is updated:\n{out}"
         );
         assert_eq!(
-            after.cell(pod, "IP"),
-            before.cell(pod, "IP"),
-            "{pod} keeps its IP:\n{out}"
+            promoted.cell(pod, "RESTARTS"),
+            Some("2"),
+            "{pod} after the promote:\n{out}"
         );
+        for (when, b) in [("after", after), ("promoted", promoted)] {
+            assert_eq!(b.cell(pod, "READY"), Some("2/2"), "{pod} {when}:\n{out}");
+            assert_eq!(
+                b.cell(pod, "STATUS"),
+                Some("Running"),
+                "{pod} {when}:\n{out}"
+            );
+            assert_eq!(
+                b.cell(pod, "IP"),
+                before.cell(pod, "IP"),
+                "{pod} keeps its IP {when}:\n{out}"
+            );
+        }
     }
     assert_eq!(
         out.matches("+    sidecar: 1").count(),
         3,
         "the status commit counts one sidecar restart per pod:\n{out}"
     );
+    assert!(
+        out.contains(
+            "step 1 of 2 (1 on the new template): restarts 1 game server(s) in place (minecraft-2), none Allocated"
+        ),
+        "the plan names the canary's game server:\n{out}"
+    );
+    assert!(
+        out.contains("step: 1/2"),
+        "the status in Git says the set is paused at step 1 of 2:\n{out}"
+    );
+    assert_eq!(
+        out.matches("  waiting: \"the rollout is paused at step 1 of 2").count(),
+        2,
+        "the two pods left for step 2 are waiting, not in error:\n{out}"
+    );
+    assert!(!out.contains("lastError"), "no pod failed:\n{out}");
 }
 
 #[tokio::test]

@@ -16,7 +16,8 @@ use std::time::Duration;
 /// (kubelet on containerd, scheduler, controller-manager, a local registry), with OKG's and Kruise's
 /// controllers simulated from their source; a scratch Git repository from examples-repo/, a sync, the
 /// seed's sidecar bump v0.1 → v0.2 picked up by `hotsync run`, which restarts only the sidecars, in
-/// place, and the status it commits back.
+/// place, and the status it commits back; then the next bump as a canary (`hotsync.dev/steps`): the
+/// plan of each step against the cluster, one game server updated and paused, `hotsync promote`.
 #[derive(Debug, Args)]
 #[command(after_help = "Exit codes: 0 the story ran, 1 a set failed, 2 error.")]
 pub struct DemoArgs {
@@ -265,7 +266,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<i32> {
             ]
         )?
     );
-    let exit = report.exit_code();
+    let canary = canary(&client, &kubectl, &opts, &writer, repo, &owner).await?;
+    let exit = report.exit_code().max(canary);
 
     if args.keep {
         println!(
@@ -278,6 +280,96 @@ async fn demo(args: DemoArgs) -> anyhow::Result<i32> {
     sim.shutdown().await?;
     cluster.stop()?;
     Ok(exit)
+}
+
+/// The next bump as a canary: `hotsync.dev/steps: "1,100%"` in Git next to the set; the plan against
+/// the cluster names the game server each step restarts; `sync` updates one pod and pauses; `hotsync
+/// promote` (the command an operator types, run as a process) lets the rest follow. Returns the exit
+/// code of the last sync.
+async fn canary(
+    client: &kube::Client,
+    kubectl: &Kubectl,
+    opts: &SyncOptions,
+    writer: &std::sync::Arc<hotsync::status::StatusWriter>,
+    repo: &Path,
+    owner: &str,
+) -> anyhow::Result<i32> {
+    heading("A canary: the next bump (v0.2 -> v0.3) goes to one game server first, then waits for a promote");
+    let file = repo.join("gameservers/minecraft.yaml");
+    let text = std::fs::read_to_string(&file)?
+        .replacen(
+            "  namespace: default\n",
+            "  namespace: default\n  annotations:\n    hotsync.dev/steps: \"1,100%\"\n",
+            1,
+        )
+        .replace("sidecar:v0.2", "sidecar:v0.3");
+    std::fs::write(&file, text)?;
+    git(
+        repo,
+        &[
+            "commit",
+            "-qam",
+            "Bump minecraft sidecar to v0.3, one game server first",
+        ],
+    )?;
+    print!(
+        "{}",
+        git(repo, &["--no-pager", "show", "--format=", "HEAD"])?
+    );
+    let manifests = {
+        let r = hotsync::source::Repo::open(repo)?;
+        let head = hotsync::review::revision(&r, "HEAD")?;
+        let m = hotsync::review::manifests_at(&r, &head, ".", &Default::default())?;
+        (head, m)
+    };
+    heading("hotsync plan --cluster: what each step restarts, and the players on it");
+    let plan = hotsync::rollout::preview::plan_cluster(
+        client,
+        manifests.0,
+        &manifests.1,
+        &opts.rollout,
+        4,
+    )
+    .await?;
+    print!("{}", plan.to_text(false));
+
+    heading("hotsync sync: step 1 of 2, one game server updated, the set paused");
+    let report = hotsync::sync::sync(client, opts, None).await?;
+    print!("{}", render_text(&report));
+    kubectl
+        .show(&["get", "pod", "-l", owner, "-o", "wide"])
+        .await;
+    hotsync::status::report::write(writer.clone(), client, "local", &report).await?;
+    println!("$ git show hotsync-status:status/local/default/minecraft.yaml");
+    print!(
+        "{}",
+        git(
+            repo,
+            &["show", "hotsync-status:status/local/default/minecraft.yaml"]
+        )?
+    );
+
+    heading("hotsync promote default/minecraft, and sync: the other game servers follow");
+    let exe = std::env::current_exe().context("finding the hotsync binary")?;
+    let out = tokio::process::Command::new(exe)
+        .args(["promote", "--kubeconfig"])
+        .arg(kubectl.kubeconfig())
+        .arg("default/minecraft")
+        .output()
+        .await
+        .context("running hotsync promote")?;
+    print!(
+        "$ hotsync promote default/minecraft\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    anyhow::ensure!(out.status.success(), "hotsync promote failed");
+    let report = hotsync::sync::sync(client, opts, None).await?;
+    print!("{}", render_text(&report));
+    kubectl
+        .show(&["get", "pod", "-l", owner, "-o", "wide"])
+        .await;
+    Ok(report.exit_code())
 }
 
 /// The cluster the demo runs on: the real node unless asked otherwise, the simulated kubelet where the
@@ -322,6 +414,10 @@ impl Kubectl {
         Kubectl {
             kubeconfig: kubeconfig.to_path_buf(),
         }
+    }
+
+    fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
     }
 
     /// Prints `$ kubectl ARGS` and kubectl's output (or why it could not run: the story goes on).
