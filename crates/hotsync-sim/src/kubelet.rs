@@ -583,7 +583,12 @@ fn compute_container(
         return flaky_container(c, name, uid, now, config, run_at, started_at, base);
     }
     let ready_at = run_at + config.ready_delay();
-    let ready = c.adopted_started.is_some() || now >= ready_at;
+    let became_ready = c.adopted_started.is_some() || now >= ready_at;
+    // An image whose readiness fails after a while: it keeps running, not ready, never restarted.
+    let unready_at = config
+        .is_unready(&c.image)
+        .then(|| run_at + config.unready_after());
+    let ready = became_ready && unready_at.is_none_or(|u| now < u);
     Computed {
         status: ContainerStatus {
             container_id: Some(container_id(uid, name, c.restarts_after)),
@@ -600,7 +605,11 @@ fn compute_container(
             }),
             ..base
         },
-        next: if ready { None } else { Some(ready_at) },
+        next: if became_ready {
+            unready_at.filter(|u| now < *u)
+        } else {
+            Some(ready_at)
+        },
         started: true,
     }
 }
@@ -1015,6 +1024,33 @@ mod tests {
         let b = compute_container(&c, "c", "uid", t0 + Duration::from_secs(3), &cfg);
         assert!(b.status.restart_count > a.status.restart_count);
         assert!(!b.status.ready);
+    }
+
+    #[test]
+    fn an_unready_container_is_ready_then_not_ready_and_keeps_running_unrestarted() {
+        let cfg = SimConfig {
+            unready_after_ms: 1000,
+            ..SimConfig::fast()
+        };
+        let t0 = Instant::now();
+        let c = fresh("img:unready", t0, cfg.start_delay());
+        let run_at = t0 + cfg.start_delay();
+        let at =
+            |ms: u64| compute_container(&c, "c", "uid", run_at + Duration::from_millis(ms), &cfg);
+        let ready = at(500);
+        assert!(ready.status.ready);
+        assert_eq!(ready.next, Some(run_at + Duration::from_millis(1000)));
+        let unready = at(1010);
+        assert!(!unready.status.ready);
+        assert_eq!(unready.status.restart_count, 0);
+        assert_eq!(unready.status.container_id, ready.status.container_id);
+        assert!(unready
+            .status
+            .state
+            .as_ref()
+            .is_some_and(|s| s.running.is_some()));
+        assert_eq!(unready.next, None);
+        assert!(!at(60_000).status.ready);
     }
 
     #[test]

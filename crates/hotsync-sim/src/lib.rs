@@ -64,6 +64,13 @@ pub struct SimConfig {
     pub flaky_image_markers: Vec<String>,
     /// How long a flaky image's container runs before it exits, in milliseconds.
     pub flaky_after_ms: u64,
+    /// Images containing any of these substrings run and become ready, and `unready_after_ms` after
+    /// they started their readiness fails (as a readiness probe that stops passing): the container
+    /// keeps running, not ready, and is not restarted.
+    pub unready_image_markers: Vec<String>,
+    /// How long an unready image's container is ready after it starts, in milliseconds (from its
+    /// start, so it includes `ready_delay_ms`).
+    pub unready_after_ms: u64,
     /// The longest a deleted pod's grace period is honoured, in milliseconds.
     pub grace_cap_ms: u64,
     /// The name of the Node the kubelet registers and binds pods to.
@@ -86,6 +93,8 @@ impl Default for SimConfig {
             crashing_image_markers: vec!["crash".into()],
             flaky_image_markers: vec!["flaky".into()],
             flaky_after_ms: 5000,
+            unready_image_markers: vec!["unready".into()],
+            unready_after_ms: 20000,
             grace_cap_ms: 1000,
             node_name: kubelet::DEFAULT_NODE_NAME.into(),
             image_digests: BTreeMap::new(),
@@ -122,6 +131,10 @@ impl SimConfig {
         Duration::from_millis(self.flaky_after_ms)
     }
 
+    pub fn unready_after(&self) -> Duration {
+        Duration::from_millis(self.unready_after_ms)
+    }
+
     pub fn grace_cap(&self) -> Duration {
         Duration::from_millis(self.grace_cap_ms)
     }
@@ -136,6 +149,13 @@ impl SimConfig {
     /// Whether this image's container crashes after starting.
     pub fn is_crashing(&self, image: &str) -> bool {
         self.crashing_image_markers
+            .iter()
+            .any(|m| !m.is_empty() && image.contains(m.as_str()))
+    }
+
+    /// Whether this image's container stops being ready after running for a while.
+    pub fn is_unready(&self, image: &str) -> bool {
+        self.unready_image_markers
             .iter()
             .any(|m| !m.is_empty() && image.contains(m.as_str()))
     }
@@ -351,6 +371,8 @@ mod tests {
         assert!(!c.is_missing("registry.example/sidecar:v0.2"));
         assert!(c.is_crashing("sidecar:crash"));
         assert!(c.is_flaky("sidecar:flaky"));
+        assert!(c.is_unready("sidecar:unready"));
+        assert!(!c.is_unready("sidecar:slow-ready") && !c.is_crashing("sidecar:unready"));
         assert!(!c.is_crashing("sidecar:flaky"));
     }
 

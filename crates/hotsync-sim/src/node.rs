@@ -191,6 +191,12 @@ const CATALOGUE: &[CatalogueImage] = &[
     },
     CatalogueImage {
         names: &["sidecar"],
+        tag: "unready",
+        args: Some(&["unready", "20", "8080"]),
+        also: &[],
+    },
+    CatalogueImage {
+        names: &["sidecar"],
         tag: "slow-ready",
         args: Some(&["slow-ready", "4", "8080"]),
         also: &["slow-ready-b"],

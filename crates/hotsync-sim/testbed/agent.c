@@ -6,6 +6,8 @@
  *   agent flaky SECONDS        runs as a sidecar for SECONDS, then exits 1 (a crash after it was ready)
  *   agent slow-ready SECONDS PORT
  *                              listens on PORT only after SECONDS (a readiness probe that takes a while)
+ *   agent unready SECONDS PORT listens on PORT at once and stops listening after SECONDS, running on (a
+ *                              readiness probe that stops passing: not ready, not restarted)
  * Every line goes to stdout, so that `kubectl logs` shows each start once. */
 #include <errno.h>
 #include <netinet/in.h>
@@ -108,6 +110,20 @@ int main(int argc, char **argv) {
         fflush(stdout);
         serve(fd, 0);
         say("slow-ready", NULL);
+        return 0;
+    }
+    if (strcmp(mode, "unready") == 0) {
+        int secs = argc > 2 ? atoi(argv[2]) : 5, port = argc > 3 ? atoi(argv[3]) : 8080;
+        int fd = listen_on(port);
+        say("unready", argc > 2 ? argv[2] : "5");
+        if (fd < 0) { perror("agent unready: listen"); return 1; }
+        /* The kernel completes the probe's connections from the backlog: no accept needed. */
+        while (!stop && secs-- > 0) sleep(1);
+        close(fd);
+        printf("agent unready: no longer listening on %d\n", port);
+        fflush(stdout);
+        while (!stop) pause();
+        say("unready", NULL);
         return 0;
     }
     say("sidecar", argc > 2 ? argv[2] : "");
