@@ -138,7 +138,8 @@ pub(crate) fn assert_the_story(out: &str) {
         "the status in Git says the set is paused at step 1 of 2:\n{out}"
     );
     assert_eq!(
-        out.matches("  waiting: \"the rollout is paused at step 1 of 2").count(),
+        out.matches("  waiting: \"the rollout is paused at step 1 of 2")
+            .count(),
         2,
         "the two pods left for step 2 are waiting, not in error:\n{out}"
     );

@@ -400,6 +400,98 @@ async fn a_crash_during_a_step_pause_fails_its_gate_and_rolls_the_step_back_in_p
     assert_eq!(on(&env, "v0.2").await.0.len(), 1);
 }
 
+/// Syncs a set paused at a step until its gate has passed once with OKG's reading of the pods as they
+/// are now (`hotsync.dev/step-healthy` on the live set): from then on a game server going NotReady is
+/// no lag of OKG's. Each sync must keep the set paused.
+pub(crate) async fn sync_until_seen_healthy(
+    env: &TestEnv,
+    opts: &hotsync::sync::SyncOptions,
+    within: std::time::Duration,
+) {
+    env.eventually("the step seen healthy by its gate", within, || async {
+        let report = hotsync::sync::sync(&env.client, opts, None)
+            .await
+            .map_err(|e| hotsync::sync::error_chain(&e))?;
+        let s = &report.sets[0];
+        if s.outcome != Outcome::StepPaused {
+            panic!("the set left its pause before its step was seen healthy: {report:#?}");
+        }
+        let gss = env
+            .api::<hotsync::model::GameServerSet>()
+            .get("minecraft")
+            .await
+            .map_err(|e| e.to_string())?;
+        if gss
+            .annotations()
+            .contains_key(hotsync::rollout::steps::ANNOTATION_STEP_HEALTHY)
+        {
+            Ok(())
+        } else {
+            Err(format!("{:?}", s.message))
+        }
+    })
+    .await;
+}
+
+/// A canary whose game server goes NotReady during the step's pause (the `unready` sidecar: ready, then
+/// its readiness fails twenty seconds after it started, not restarted): once the gate has seen the step
+/// healthy, the next sync fails the gate at once, naming the pod, and rolls it back in place. Before
+/// that, a NotReady right after the update is OKG's lag and only makes a promotion wait.
+#[tokio::test]
+async fn a_game_server_that_goes_not_ready_during_a_step_pause_fails_its_gate_and_is_rolled_back() {
+    let env = harness::env("steps gate not ready").await;
+    let steps = "    hotsync.dev/steps: \"1,50%,100%\"\n    hotsync.dev/step-pause: 10m\n";
+    let mut repo = TempRepo::new();
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.1", steps),
+    );
+    repo.commit_all("minecraft at v0.1, in steps");
+    assert_eq!(sync(&env, &repo).await.exit_code(), 0);
+    let (_, before) = on(&env, "v0.1").await;
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "unready", steps),
+    );
+    repo.commit_all("sidecar unready");
+    let report = sync(&env, &repo).await;
+    assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
+    let (canary, _) = on(&env, "unready").await;
+    assert_eq!(canary.len(), 1, "one pod at step 1");
+    let canary = canary[0].clone();
+    let opts = harness::sync_options(repo.path());
+    sync_until_seen_healthy(&env, &opts, std::time::Duration::from_secs(15)).await;
+    env.eventually("the canary not ready", harness::CONVERGE, || async {
+        let pods = env.pods("minecraft").await;
+        match pods.iter().find(|p| p.name_any() == canary) {
+            Some(p) if !hotsync::live::is_ready(p) => Ok(()),
+            _ => Err("still ready".to_string()),
+        }
+    })
+    .await;
+
+    let report = sync(&env, &repo).await;
+    let s = &report.sets[0];
+    assert_eq!(s.outcome, Outcome::Failed, "{report:#?}");
+    let message = s.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("step 1 of 3 did not pass its gate")
+            && message.contains(&canary)
+            && message.contains("during the pause"),
+        "which gate, which pod: {message}"
+    );
+    let rolled: Vec<&str> = s
+        .pods
+        .iter()
+        .filter(|p| p.result == hotsync::rollout::PodOutcome::RolledBack)
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(rolled, vec![canary.as_str()], "{report:#?}");
+    let (on_old, after) = on(&env, "v0.1").await;
+    assert_eq!(on_old.len(), 10, "the canary is back on v0.1");
+    assert_eq!(after, before, "rolled back in place: the same pods");
+}
+
 #[test]
 fn invalid_steps_are_an_error_located_at_the_annotation() {
     let mut repo = TempRepo::new();

@@ -376,6 +376,77 @@ async fn a_canary_that_crashes_during_its_pause_fails_the_gate_and_is_rolled_bac
     }
 }
 
+/// A canary whose readiness probe stops passing during the step's pause, on the real kubelet: the
+/// `unready` sidecar answers its tcpSocket probe for twenty seconds, then stops listening and runs on,
+/// not ready and not restarted. Once the gate has seen the step healthy (OKG's reading of the pod as it
+/// is now), the next sync fails the gate naming the pod, and rolls it back in place.
+#[tokio::test]
+async fn a_canary_whose_readiness_fails_during_its_pause_fails_the_gate_on_the_real_kubelet() {
+    let env = harness::real_env("real gate unready").await;
+    let probe = "          readinessProbe:\n            tcpSocket:\n              port: 8080\n            periodSeconds: 1\n            failureThreshold: 1\n";
+    let mut repo = started(&env, 2, &sidecar("slow-ready"), probe).await;
+    let before = env.pods("minecraft").await;
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, 2, &sidecar("unready"), probe).replacen(
+            "  name: minecraft\n",
+            "  name: minecraft\n  annotations:\n    hotsync.dev/steps: \"1\"\n    hotsync.dev/step-pause: 10m\n",
+            1,
+        ),
+    );
+    repo.commit_all("sidecar unready, one canary");
+    let report = sync(&env, &repo).await;
+    assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
+    let pods = env.pods("minecraft").await;
+    let canary: Vec<String> = pods
+        .iter()
+        .filter(|p| hotsync::live::spec_image(p, "sidecar") == Some(sidecar("unready").as_str()))
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(canary.len(), 1, "{}", describe(&pods));
+    let canary = canary[0].clone();
+    let mut opts = harness::sync_options(repo.path());
+    opts.rollout.wait_timeout = REAL;
+    opts.rollout.pod_timeout = Duration::from_secs(40);
+    crate::progressive::sync_until_seen_healthy(&env, &opts, Duration::from_secs(15)).await;
+    env.eventually("the kubelet found the canary not ready", REAL, || async {
+        let pods = env.pods("minecraft").await;
+        match pods.iter().find(|p| p.name_any() == canary) {
+            Some(p) if !hotsync::live::is_ready(p) => Ok(()),
+            _ => Err(describe(&pods)),
+        }
+    })
+    .await;
+    let report = sync(&env, &repo).await;
+    let set = &report.sets[0];
+    assert_eq!(set.outcome, Outcome::Failed, "{report:#?}");
+    let message = set.message.clone().unwrap_or_default();
+    assert!(
+        message.contains(&canary) && message.contains("during the pause"),
+        "{message}"
+    );
+    let rolled: Vec<&str> = set
+        .pods
+        .iter()
+        .filter(|p| p.result == PodOutcome::RolledBack)
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(rolled, vec![canary.as_str()], "{report:#?}");
+    let after = ready(&env, 2).await;
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(b.uid(), a.uid(), "the same pods");
+        assert_eq!(
+            hotsync::live::spec_image(a, "sidecar"),
+            Some(sidecar("slow-ready").as_str())
+        );
+        assert_eq!(
+            status(b, "minecraft").container_id,
+            status(a, "minecraft").container_id,
+            "the engine kept running"
+        );
+    }
+}
+
 /// A new tag on the digest already running (a routine re-tag in CI): the kubelet restarts the sidecar
 /// and may report the old tag with the same imageID; the pod is done, not failed, and restarts once.
 #[tokio::test]

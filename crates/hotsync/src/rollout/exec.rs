@@ -397,8 +397,38 @@ pub(crate) async fn hot_update(
                     })
                     .collect();
                 let pods = pods_of(&watch);
-                let updated = plan::plan_set(&pods, &target, &popts, now()).current;
-                match plan::step_gate(&pods, &updated, &gs_states, &target) {
+                // Every pod on the new revision: one that went not ready again is in flight.
+                let updated = {
+                    let p = plan::plan_set(&pods, &target, &popts, now());
+                    [p.current, p.in_flight].concat()
+                };
+                let seen_healthy =
+                    recorded(super::steps::ANNOTATION_STEP_HEALTHY).is_some_and(|(h, _)| h == k);
+                let gate = plan::step_gate(&pods, &updated, &gs_states, &target, seen_healthy);
+                // The step is seen healthy once the gate passes with OKG's reading of every updated
+                // pod as it is now; a NotReady after that is no lag of OKG's.
+                let okg_seen: BTreeMap<String, k8s_openapi::api::core::v1::PodStatus> = live
+                    .gameservers
+                    .iter()
+                    .filter_map(|g| {
+                        Some((
+                            g.metadata.name.clone()?,
+                            g.status.as_ref()?.pod_status.clone()?,
+                        ))
+                    })
+                    .collect();
+                if gate == plan::Gate::Pass
+                    && !seen_healthy
+                    && plan::okg_caught_up(&pods, &updated, &okg_seen)
+                {
+                    annotate(
+                        ctx,
+                        super::steps::ANNOTATION_STEP_HEALTHY,
+                        &super::steps::step_value(&fingerprint, k, None),
+                    )
+                    .await?;
+                }
+                match gate {
                     plan::Gate::Fail(why) => {
                         let why = format!(
                             "step {} of {of} did not pass its gate, the rollout stops: {why}",

@@ -503,11 +503,16 @@ pub enum Gate {
 /// not `Crash` and no longer `NotReady`, and no changed container restarted again after its update
 /// (more than the one restart the update made, by the pod's baseline). Which gate, which pod, which
 /// container, when it does not pass.
+///
+/// `seen_healthy`: the gate passed once already during this step's pause. Until then a pod not ready
+/// or a game server `NotReady` is the update's own and the gate waits; after it, the game server went
+/// `NotReady` during the pause, and the gate fails.
 pub fn step_gate(
     pods: &[Pod],
     updated: &[String],
     gs_states: &BTreeMap<String, String>,
     t: &Target,
+    seen_healthy: bool,
 ) -> Gate {
     let mut wait = None;
     for name in updated {
@@ -537,16 +542,62 @@ pub fn step_gate(
         }
         match gs_states.get(name).map(String::as_str) {
             Some("Crash") => return Gate::Fail(format!("gate game server: {name} is Crash")),
+            Some("NotReady") if seen_healthy => {
+                return Gate::Fail(format!(
+                    "gate game server: {name} went NotReady during the pause"
+                ))
+            }
             Some("NotReady") => {
                 wait.get_or_insert(format!("gate game server: {name} is NotReady"));
             }
             _ => {}
         }
         if !available(p, Duration::ZERO, k8s_openapi::jiff::Timestamp::now()) {
+            if seen_healthy {
+                return Gate::Fail(format!(
+                    "gate ready: pod {name} went not ready during the pause"
+                ));
+            }
             wait.get_or_insert(format!("gate ready: pod {name} is not ready"));
         }
     }
     wait.map_or(Gate::Pass, Gate::Wait)
+}
+
+/// OKG has read each updated pod as it is now: the pod's GameServer holds in `status.podStatus` (OKG
+/// writes it together with `currentState`, from one reading of the pod) the pod ready, with the restart
+/// counts the pod has now. Until then the game server's state may be about the pod before its update,
+/// and a `NotReady` that follows is the update's own.
+pub fn okg_caught_up(
+    pods: &[Pod],
+    updated: &[String],
+    seen: &BTreeMap<String, k8s_openapi::api::core::v1::PodStatus>,
+) -> bool {
+    fn counts(s: &k8s_openapi::api::core::v1::PodStatus) -> BTreeMap<&str, i32> {
+        s.container_statuses
+            .iter()
+            .flatten()
+            .map(|c| (c.name.as_str(), c.restart_count))
+            .collect()
+    }
+    updated.iter().all(|name| {
+        let (Some(p), Some(s)) = (
+            pods.iter()
+                .find(|p| p.metadata.name.as_deref() == Some(name)),
+            seen.get(name),
+        ) else {
+            return false;
+        };
+        let ready = s
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ready
+            && p.status
+                .as_ref()
+                .is_some_and(|now| counts(now) == counts(s))
+    })
 }
 
 fn priority(pod: &Pod) -> i64 {
@@ -820,10 +871,10 @@ mod tests {
         let names = ["mc-3".to_string()];
         let none = BTreeMap::new();
         assert_eq!(
-            step_gate(&[updated(1)], &names, &none, &target()),
+            step_gate(&[updated(1)], &names, &none, &target(), false),
             Gate::Pass
         );
-        let Gate::Fail(again) = step_gate(&[updated(3)], &names, &none, &target()) else {
+        let Gate::Fail(again) = step_gate(&[updated(3)], &names, &none, &target(), false) else {
             panic!("a second restart fails the gate");
         };
         assert!(
@@ -833,15 +884,29 @@ mod tests {
             "{again}"
         );
         let crashed = BTreeMap::from([("mc-3".to_string(), "Crash".to_string())]);
-        let Gate::Fail(gs) = step_gate(&[updated(1)], &names, &crashed, &target()) else {
+        let Gate::Fail(gs) = step_gate(&[updated(1)], &names, &crashed, &target(), false) else {
             panic!("a crashed game server fails the gate");
         };
         assert!(gs.contains("game server") && gs.contains("Crash"), "{gs}");
         // OKG reports the game server's state after the pod's: NotReady right after the update waits.
         let lagging = BTreeMap::from([("mc-3".to_string(), "NotReady".to_string())]);
         assert!(matches!(
-            step_gate(&[updated(1)], &names, &lagging, &target()),
+            step_gate(&[updated(1)], &names, &lagging, &target(), false),
             Gate::Wait(w) if w.contains("NotReady")
+        ));
+        // OKG has caught up once the game server holds the pod as it is now: ready, restarted once.
+        let seen =
+            |p: &Pod| BTreeMap::from([("mc-3".to_string(), p.status.clone().unwrap_or_default())]);
+        assert!(okg_caught_up(&[updated(1)], &names, &seen(&updated(1))));
+        assert!(
+            !okg_caught_up(&[updated(1)], &names, &seen(&updated(0))),
+            "a reading from before the update"
+        );
+        assert!(!okg_caught_up(&[updated(1)], &names, &BTreeMap::new()));
+        // Once the gate has passed during the pause, NotReady is the game server going down: it fails.
+        assert!(matches!(
+            step_gate(&[updated(1)], &names, &lagging, &target(), true),
+            Gate::Fail(w) if w.contains("mc-3 went NotReady during the pause")
         ));
     }
 

@@ -27,6 +27,10 @@ pub const ANNOTATION_STEP_REACHED: &str = "hotsync.dev/step-reached";
 /// rolled back and stays so, whatever syncs come, until Git holds another template.
 pub const ANNOTATION_ABORTED: &str = "hotsync.dev/aborted";
 
+/// On the live set: `FINGERPRINT K`, written when step K's gate first passed during its pause: from
+/// then on a game server of the step going `NotReady` fails the gate instead of making it wait.
+pub const ANNOTATION_STEP_HEALTHY: &str = "hotsync.dev/step-healthy";
+
 /// On the live set: `FINGERPRINT MESSAGE`, written by the rollout when a step's gate failed: the rollout
 /// of that template stops there (its step's pods rolled back with `--on-failure rollback`) and stays
 /// stopped, whatever syncs come, until Git holds another template.
