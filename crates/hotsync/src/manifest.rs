@@ -573,9 +573,20 @@ fn check_spec(raw: &Value, gss: &GameServerSet) -> Vec<Problem> {
             ));
         }
     }
-    if let Err((key, message)) = crate::rollout::steps::Steps::of(gss.metadata.annotations.as_ref())
-    {
-        problems.push((Severity::Error, Some(key), message));
+    match crate::rollout::steps::Steps::of(gss.metadata.annotations.as_ref()) {
+        Err((key, message)) => problems.push((Severity::Error, Some(key), message)),
+        Ok(Some(steps)) => {
+            // Counts and percentages mixed must still grow at the set's replicas.
+            let replicas = usize::try_from(gss.spec.replicas.unwrap_or(0).max(0)).unwrap_or(0);
+            if let Err(message) = steps.grows_at(replicas) {
+                problems.push((
+                    Severity::Error,
+                    Some(crate::rollout::steps::ANNOTATION_STEPS),
+                    format!("{}: {message}", crate::rollout::steps::ANNOTATION_STEPS),
+                ));
+            }
+        }
+        Ok(None) => {}
     }
     let freeze = crate::rollout::freeze::ANNOTATION_FREEZE;
     if let Some(w) = gss

@@ -154,12 +154,16 @@ pub fn parse_pause(s: &str) -> Result<Duration, String> {
         }
         let n: u64 = digits.parse().map_err(|_| bad())?;
         digits.clear();
-        total += n * match c {
+        let unit = match c {
             's' => 1,
             'm' => 60,
             'h' => 3600,
             _ => return Err(bad()),
         };
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("{s:?} is too long a duration"))?;
     }
     if !digits.is_empty() {
         return Err(bad());
@@ -208,12 +212,40 @@ impl Steps {
         self.sizes.len() + usize::from(last < replicas)
     }
 
-    /// The pods in total at step `k` (0-based); past the list, every pod.
+    /// The pods in total at step `k` (0-based); past the list, every pod. Never fewer than at an
+    /// earlier step (counts and percentages mixed may name fewer at some replicas; validation refuses
+    /// such a list for the set's own replicas, and a set scaled since gets no step that goes back).
     pub fn pods_at(&self, k: usize, replicas: usize) -> usize {
+        if k >= self.sizes.len() {
+            return replicas;
+        }
         self.sizes
-            .get(k)
+            .iter()
+            .take(k + 1)
             .map(|s| s.pods(replicas))
+            .max()
             .unwrap_or(replicas)
+    }
+
+    /// Each step names more pods than the one before at `replicas` (a list of one kind always does;
+    /// counts and percentages mixed may not).
+    ///
+    /// # Errors
+    /// The first step that does not, and why.
+    pub fn grows_at(&self, replicas: usize) -> Result<(), String> {
+        for (i, pair) in self.sizes.windows(2).enumerate() {
+            let (a, b) = (pair[0].pods(replicas), pair[1].pods(replicas));
+            if b <= a {
+                return Err(format!(
+                    "step {} ({}) is {b} of {replicas} pods, not more than step {} ({}) with {a}",
+                    i + 2,
+                    pair[1],
+                    i + 1,
+                    pair[0]
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Which of the `pending` pods a rollout takes, in its order, fall to each step, when `done` pods
@@ -235,7 +267,8 @@ impl Steps {
                 } else {
                     self.pods_at(k, replicas).saturating_sub(done).min(pending)
                 };
-                let r = from.min(to)..to;
+                let to = to.max(from);
+                let r = from..to;
                 from = to;
                 r
             })
@@ -306,6 +339,17 @@ mod tests {
         assert_eq!(short.split(4, 0, 4), [0..2, 2..4]);
         assert_eq!(short.declared(4), ["2", "all"]);
         assert_eq!(s.declared(10), ["1", "50%", "100%"]);
+        // Counts and percentages mixed that shrink at these replicas: refused, and never overlapping.
+        let mixed = Steps {
+            sizes: parse_steps("5,10%").expect("parses"),
+            pause: None,
+        };
+        assert!(mixed
+            .grows_at(10)
+            .is_err_and(|e| e.contains("step 2 (10%) is 1 of 10 pods")));
+        assert!(mixed.grows_at(100).is_ok());
+        assert_eq!(mixed.pods_at(1, 10), 5);
+        assert_eq!(mixed.split(10, 0, 10), [0..5, 5..5, 5..10]);
     }
 
     #[test]
@@ -354,6 +398,7 @@ mod tests {
         assert_eq!(parse_pause("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_pause("0s"), Ok(Duration::ZERO));
         assert!(parse_pause("10").is_err());
+        assert!(parse_pause("9999999999999999h").is_err_and(|e| e.contains("too long")));
         assert!(parse_pause("ten minutes").is_err());
     }
 
