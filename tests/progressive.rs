@@ -283,10 +283,54 @@ async fn an_aborted_rollout_rolls_its_pods_back_in_place_and_stays_aborted_until
     let (on_old, after) = on(&env, "v0.1").await;
     assert_eq!(on_old.len(), 10, "every pod back on v0.1");
     assert_eq!(after, before, "rolled back in place: the same pods");
-    // It stays aborted: more syncs update nothing.
+    // It stays aborted: more syncs update nothing, promote refuses it, and a daemon with --self-heal
+    // (which puts drifted pods back on Git's images) judges it aborted at its first sync and at the next
+    // commit (one that leaves the set alone), and leaves its pods as they are.
     let report = sync(&env, &repo).await;
     assert_eq!(report.sets[0].outcome, Outcome::Aborted, "{report:#?}");
     assert_eq!(on(&env, "v0.1").await.0.len(), 10);
+    let (code, out) = promote(&env, &[&set]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("aborted"), "{out}");
+    let scratch = tempfile::tempdir().expect("scratch");
+    let log = scratch.path().join("daemon.log");
+    let daemon = harness::spawn_daemon(&env, repo.path(), &log, &["--self-heal".to_string()]);
+    let judged = |n: usize| {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let judged = text
+            .lines()
+            .filter(|l| l.contains("set synced") && l.contains("aborted"))
+            .count();
+        if judged >= n {
+            Ok(())
+        } else {
+            Err(format!(
+                "{judged} judgement(s): {}",
+                text.lines().last().unwrap_or_default()
+            ))
+        }
+    };
+    env.eventually(
+        "the daemon's first judgement",
+        harness::CONVERGE,
+        || async { judged(1) },
+    )
+    .await;
+    repo.write("README.md", "game servers\n");
+    repo.commit_all("a commit that leaves the set alone");
+    env.eventually(
+        "the daemon's judgement of the next commit",
+        harness::CONVERGE,
+        || async { judged(2) },
+    )
+    .await;
+    drop(daemon);
+    assert_eq!(
+        on(&env, "v0.1").await.0.len(),
+        10,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 
     // A new template in Git starts a new rollout.
     repo.write(
@@ -400,6 +444,58 @@ async fn a_crash_during_a_step_pause_fails_its_gate_and_rolls_the_step_back_in_p
     assert_eq!(on(&env, "v0.2").await.0.len(), 1);
 }
 
+/// A game server deferred for its players (`--skip-allocated`) does not stop a canary: each step fills
+/// with the next game servers, pauses (its pause promotes it by itself) and says who waits; at the last
+/// step the set is Deferred with every other pod updated.
+#[tokio::test]
+async fn a_deferred_game_server_elsewhere_in_the_set_does_not_keep_a_step_from_pausing_and_promoting(
+) {
+    let env = harness::env("steps deferred").await;
+    let steps = "    hotsync.dev/steps: \"1,50%\"\n    hotsync.dev/step-pause: 0s\n";
+    let mut repo = TempRepo::new();
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.1", steps),
+    );
+    repo.commit_all("minecraft at v0.1, in steps");
+    assert_eq!(sync(&env, &repo).await.exit_code(), 0);
+    crate::players::set_ops_state(&env, "minecraft-0", "Allocated").await;
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.2", steps),
+    );
+    repo.commit_all("sidecar v0.2");
+    let mut opts = harness::sync_options(repo.path());
+    opts.rollout.skip_allocated = true;
+
+    let report = hotsync::sync::sync(&env.client, &opts, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", hotsync::sync::error_chain(&e)));
+    let s = &report.sets[0];
+    assert_eq!(s.outcome, Outcome::StepPaused, "{report:#?}");
+    assert_eq!(s.step.map(|st| st.step), Some(1));
+    assert!(
+        s.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("1 game server wait for their players (minecraft-0)"),
+        "{s:#?}"
+    );
+    assert_eq!(on(&env, "v0.2").await.0, ["minecraft-9"]);
+
+    let report = sync_until_step(&env, &opts, 2).await;
+    assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
+    assert_eq!(report.sets[0].step.map(|st| st.step), Some(2));
+    assert_eq!(on(&env, "v0.2").await.0.len(), 5);
+
+    let report = sync_until_step(&env, &opts, 3).await;
+    let s = &report.sets[0];
+    assert_eq!(s.outcome, Outcome::Deferred, "{report:#?}");
+    let (updated, _) = on(&env, "v0.2").await;
+    assert_eq!(updated.len(), 9, "every pod but the Allocated one");
+    assert!(!updated.contains(&"minecraft-0".to_string()));
+}
+
 /// Syncs a set paused at a step until its gate has passed once with OKG's reading of the pods as they
 /// are now (`hotsync.dev/step-healthy` on the live set): from then on a game server going NotReady is
 /// no lag of OKG's. Each sync must keep the set paused.
@@ -434,7 +530,7 @@ pub(crate) async fn sync_until_seen_healthy(
 }
 
 /// A canary whose game server goes NotReady during the step's pause (the `unready` sidecar: ready, then
-/// its readiness fails twenty seconds after it started, not restarted): once the gate has seen the step
+/// its readiness fails thirty seconds after it started, not restarted): once the gate has seen the step
 /// healthy, the next sync fails the gate at once, naming the pod, and rolls it back in place. Before
 /// that, a NotReady right after the update is OKG's lag and only makes a promotion wait.
 #[tokio::test]
@@ -460,14 +556,19 @@ async fn a_game_server_that_goes_not_ready_during_a_step_pause_fails_its_gate_an
     assert_eq!(canary.len(), 1, "one pod at step 1");
     let canary = canary[0].clone();
     let opts = harness::sync_options(repo.path());
-    sync_until_seen_healthy(&env, &opts, std::time::Duration::from_secs(15)).await;
-    env.eventually("the canary not ready", harness::CONVERGE, || async {
-        let pods = env.pods("minecraft").await;
-        match pods.iter().find(|p| p.name_any() == canary) {
-            Some(p) if !hotsync::live::is_ready(p) => Ok(()),
-            _ => Err("still ready".to_string()),
-        }
-    })
+    sync_until_seen_healthy(&env, &opts, std::time::Duration::from_secs(25)).await;
+    // Thirty seconds after its sidecar started: well within a minute from now.
+    env.eventually(
+        "the canary not ready",
+        std::time::Duration::from_secs(60),
+        || async {
+            let pods = env.pods("minecraft").await;
+            match pods.iter().find(|p| p.name_any() == canary) {
+                Some(p) if !hotsync::live::is_ready(p) => Ok(()),
+                _ => Err("still ready".to_string()),
+            }
+        },
+    )
     .await;
 
     let report = sync(&env, &repo).await;

@@ -49,6 +49,17 @@ pub fn run(args: PromoteArgs) -> anyhow::Result<i32> {
             eprintln!("error: {ns}/{name} has no rollout under way (hotsync does not hold it): nothing to promote");
             return Ok(2);
         };
+        if let Some(at) = steps::aborted_for(
+            annotations
+                .get(steps::ANNOTATION_ABORTED)
+                .map(String::as_str),
+            fingerprint,
+        ) {
+            eprintln!(
+                "error: {ns}/{name}: its rollout was aborted at {at}; an aborted rollout is not promoted: commit another template"
+            );
+            return Ok(2);
+        }
         if let Some(why) = steps::gate_failed_for(
             annotations
                 .get(steps::ANNOTATION_GATE_FAILED)

@@ -867,7 +867,9 @@ impl SyncLoop {
             1 => "failed",
             2 => "invalid",
             3 => "refused",
-            _ => "timedout",
+            4 => "timedout",
+            5 => "frozen",
+            _ => "other",
         };
         m.syncs
             .get_or_create(&metrics::ResultLabel { result })

@@ -466,15 +466,20 @@ pub(crate) async fn hot_update(
         step_at = Some((k, of));
     }
     let first = plan::plan_set(&pods_of(&watch), &target, &popts, now());
-    ctx.emit(Progress::Started {
-        set: ctx.key(),
-        pods: first.order.len() + first.in_flight.len(),
-    });
+    // A rollout that has pods to update starts (a set paused at a step, judged again, does not).
+    let starting = first.order.len() + first.in_flight.len();
+    if starting > 0 {
+        ctx.emit(Progress::Started {
+            set: ctx.key(),
+            pods: starting,
+        });
+    }
     let mut tracked: BTreeMap<String, Tracked> = BTreeMap::new();
     let mut results: BTreeMap<String, PodResult> = BTreeMap::new();
     let mut stop: Option<String> = None;
     // A freeze window entered during the rollout: no pod starts after that, those under way finish.
     let mut frozen: Option<String> = None;
+    let mut freeze_ignored = false;
     // Aborted, or stopped by a step's gate: no pod goes further, and every pod this rollout updated goes
     // back to what it was (after a gate, only with --on-failure rollback).
     let roll_back = match (&aborted, &gate_failed) {
@@ -559,8 +564,14 @@ pub(crate) async fn hot_update(
                 !active.iter().any(|a| a == n) && !plan::available(p, target.min_ready, now())
             })
             .count();
-        if stop.is_none() && frozen.is_none() {
-            frozen = ctx.opts.frozen(want);
+        if stop.is_none() && frozen.is_none() && !freeze_ignored {
+            // Judged at every turn (a window may begin during the rollout); --ignore-freeze is said
+            // once per sync.
+            frozen = ctx.opts.active_window(want);
+            if frozen.is_some() && ctx.opts.ignore_freeze {
+                frozen = ctx.opts.frozen(want);
+                freeze_ignored = true;
+            }
         }
         if stop.is_none() && frozen.is_none() {
             let budget = last_plan
@@ -839,7 +850,11 @@ pub(crate) async fn hot_update(
     let at_step = last_plan
         .held
         .iter()
-        .any(|(_, h)| matches!(h, Held::Step { .. }));
+        .any(|(_, h)| matches!(h, Held::Step { .. }))
+        // Or every pod past the step is deferred: the step is full all the same.
+        || popts
+            .step
+            .is_some_and(|c| last_plan.in_flight.is_empty() && last_plan.current.len() >= c.pods);
     if let (Some(why), Some(_)) = (&stop, &aborted) {
         // The hold stays: OKG must not carry the aborted template to any pod.
         out.outcome = Outcome::Aborted;
@@ -855,40 +870,6 @@ pub(crate) async fn hot_update(
             "the freeze window {window} began during the rollout: {} pod(s) updated, {} left; the set stays held and the rollout goes on after the window",
             last_plan.current.len(),
             last_plan.order.len()
-        ));
-    } else if !deferred.is_empty() {
-        let since = deferred_since.clone().unwrap_or_else(rfc3339_now);
-        apply_with(
-            ctx,
-            want,
-            Some(&fingerprint),
-            Some(&since),
-            omit_replicas,
-            false,
-        )
-        .await?;
-        // Deferred since an earlier sync (the annotation, to the second), or just now.
-        let waited = deferred_since
-            .as_deref()
-            .and_then(|d| d.parse::<k8s_openapi::jiff::Timestamp>().ok())
-            .and_then(|t| Duration::try_from(now().duration_since(t)).ok())
-            .unwrap_or(Duration::ZERO);
-        let past = ctx.opts.defer_deadline.is_some_and(|d| waited > d);
-        out.outcome = if past {
-            Outcome::Degraded
-        } else {
-            Outcome::Deferred
-        };
-        out.message = Some(format!(
-            "{} game server{} wait for their players ({}); the set stays held so that OKG does not restart them{}",
-            deferred.len(),
-            if deferred.len() == 1 { "" } else { "s" },
-            deferred.join(", "),
-            if past {
-                format!("; deferred for {}s, past --defer-deadline", waited.as_secs())
-            } else {
-                String::new()
-            }
         ));
     } else if let (true, Some((k, of))) = (at_step, step_at) {
         // The step is done: the set stays held so that OKG does not carry the template further.
@@ -936,6 +917,52 @@ pub(crate) async fn hot_update(
                 .as_deref()
                 .map(|w| format!("; the promotion waits: {w}"))
                 .unwrap_or_default()
+        ));
+        // The step filled past game servers deferred by their opsState: they wait for a later step
+        // and for their players.
+        if !deferred.is_empty() {
+            if let Some(m) = out.message.as_mut() {
+                m.push_str(&format!(
+                    "; {} game server{} wait for their players ({})",
+                    deferred.len(),
+                    if deferred.len() == 1 { "" } else { "s" },
+                    deferred.join(", ")
+                ));
+            }
+        }
+    } else if !deferred.is_empty() {
+        let since = deferred_since.clone().unwrap_or_else(rfc3339_now);
+        apply_with(
+            ctx,
+            want,
+            Some(&fingerprint),
+            Some(&since),
+            omit_replicas,
+            false,
+        )
+        .await?;
+        // Deferred since an earlier sync (the annotation, to the second), or just now.
+        let waited = deferred_since
+            .as_deref()
+            .and_then(|d| d.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .and_then(|t| Duration::try_from(now().duration_since(t)).ok())
+            .unwrap_or(Duration::ZERO);
+        let past = ctx.opts.defer_deadline.is_some_and(|d| waited > d);
+        out.outcome = if past {
+            Outcome::Degraded
+        } else {
+            Outcome::Deferred
+        };
+        out.message = Some(format!(
+            "{} game server{} wait for their players ({}); the set stays held so that OKG does not restart them{}",
+            deferred.len(),
+            if deferred.len() == 1 { "" } else { "s" },
+            deferred.join(", "),
+            if past {
+                format!("; deferred for {}s, past --defer-deadline", waited.as_secs())
+            } else {
+                String::new()
+            }
         ));
     } else {
         super::apply(ctx, want, None, omit_replicas, false).await?;

@@ -125,6 +125,17 @@ impl RolloutOptions {
     /// The freeze window `want` is inside of now (`--freeze` or its `hotsync.dev/freeze`), unless
     /// `--ignore-freeze`, which is logged.
     pub fn frozen(&self, want: &GameServerSet) -> Option<String> {
+        let w = self.active_window(want)?;
+        if self.ignore_freeze {
+            tracing::warn!(set = %set_name(want), window = %w, "inside a freeze window: rolled out all the same (--ignore-freeze)");
+            return None;
+        }
+        Some(w)
+    }
+
+    /// The freeze window `want` is inside now (`--freeze` or its own `hotsync.dev/freeze`), whatever
+    /// `--ignore-freeze` says.
+    pub fn active_window(&self, want: &GameServerSet) -> Option<String> {
         let own = want
             .metadata
             .annotations
@@ -134,17 +145,16 @@ impl RolloutOptions {
             .unwrap_or_default();
         let now = self.clock.now();
         let w = freeze::active(&self.freeze, now).or_else(|| freeze::active(&own, now))?;
-        let set = format!(
-            "{}/{}",
-            want.metadata.namespace.as_deref().unwrap_or_default(),
-            want.metadata.name.as_deref().unwrap_or_default()
-        );
-        if self.ignore_freeze {
-            tracing::warn!(set = %set, window = %w.text, "inside a freeze window: rolled out all the same (--ignore-freeze)");
-            return None;
-        }
         Some(w.text.clone())
     }
+}
+
+fn set_name(want: &GameServerSet) -> String {
+    format!(
+        "{}/{}",
+        want.metadata.namespace.as_deref().unwrap_or_default(),
+        want.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 impl Default for RolloutOptions {
@@ -454,14 +464,27 @@ async fn sync_set_in(ctx: &Ctx<'_>, desired: &DesiredSet) -> Result<SetOutcome, 
                 .any(|(c, img)| live::spec_image(p, c).is_some_and(|i| i != img))
     });
     let held = hold_of(live.gss.as_ref()).is_some();
+    // The rollout under way is of the template Git holds now: the executor judges it inside a window
+    // too (it starts no pod there), so that a set paused at a step, stopped by its gate or aborted is
+    // reported as such, with its step, rather than as frozen.
+    let this_rollout =
+        hold_of(live.gss.as_ref()).is_some_and(|h| h == crate::diff::fingerprint(&want).as_str());
     // A freeze holds back what restarts game servers (a hot update, a recreate, a rollout under way);
     // creating, scaling and configuring a set go on.
-    if matches!(diff.impact, Impact::HotUpdate | Impact::Recreate) || held || pods_behind {
+    if (matches!(diff.impact, Impact::HotUpdate | Impact::Recreate) || held || pods_behind)
+        && !(this_rollout && in_place)
+    {
         if let Some(window) = opts.frozen(&want) {
             out.outcome = Outcome::Frozen;
             out.message = Some(format!(
                 "inside the freeze window {window}: no rollout starts or goes on; nothing of this set was applied, it goes on after the window"
             ));
+            ctx.emit(Progress::Finished {
+                set: ctx.key(),
+                outcome: out.outcome,
+                revision: ctx.opts.source_commit.clone(),
+                message: out.message.clone(),
+            });
             return Ok(out);
         }
     }
