@@ -377,7 +377,7 @@ async fn a_canary_that_crashes_during_its_pause_fails_the_gate_and_is_rolled_bac
 }
 
 /// A canary whose readiness probe stops passing during the step's pause, on the real kubelet: the
-/// `unready` sidecar answers its tcpSocket probe for twenty seconds, then stops listening and runs on,
+/// `unready` sidecar answers its tcpSocket probe for thirty seconds, then stops listening and runs on,
 /// not ready and not restarted. Once the gate has seen the step healthy (OKG's reading of the pod as it
 /// is now), the next sync fails the gate naming the pod, and rolls it back in place.
 #[tokio::test]
@@ -408,7 +408,7 @@ async fn a_canary_whose_readiness_fails_during_its_pause_fails_the_gate_on_the_r
     let mut opts = harness::sync_options(repo.path());
     opts.rollout.wait_timeout = REAL;
     opts.rollout.pod_timeout = Duration::from_secs(40);
-    crate::progressive::sync_until_seen_healthy(&env, &opts, Duration::from_secs(15)).await;
+    crate::progressive::sync_until_seen_healthy(&env, &opts, Duration::from_secs(25)).await;
     env.eventually("the kubelet found the canary not ready", REAL, || async {
         let pods = env.pods("minecraft").await;
         match pods.iter().find(|p| p.name_any() == canary) {

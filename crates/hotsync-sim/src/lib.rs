@@ -94,7 +94,7 @@ impl Default for SimConfig {
             flaky_image_markers: vec!["flaky".into()],
             flaky_after_ms: 5000,
             unready_image_markers: vec!["unready".into()],
-            unready_after_ms: 20000,
+            unready_after_ms: 30000,
             grace_cap_ms: 1000,
             node_name: kubelet::DEFAULT_NODE_NAME.into(),
             image_digests: BTreeMap::new(),

@@ -192,7 +192,7 @@ const CATALOGUE: &[CatalogueImage] = &[
     CatalogueImage {
         names: &["sidecar"],
         tag: "unready",
-        args: Some(&["unready", "20", "8080"]),
+        args: Some(&["unready", "30", "8080"]),
         also: &[],
     },
     CatalogueImage {
