@@ -614,6 +614,24 @@ fn invalid_steps_are_an_error_located_at_the_annotation() {
             && err.contains("not larger than the step before it"),
         "{err}"
     );
+    // Counts and percentages mixed are judged at the set's replicas: 10% of 10 pods is 1, not more than 5.
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest("games", "v0.1", "    hotsync.dev/steps: \"5,10%\"\n"),
+    );
+    repo.commit_all("mixed steps that shrink at 10 replicas");
+    let out = Command::new(env!("CARGO_BIN_EXE_hotsync"))
+        .args(["validate"])
+        .current_dir(repo.path())
+        .output()
+        .expect("run hotsync validate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("sets/minecraft.yaml:6 (document 1): error")
+            && err.contains("step 2 (10%) is 1 of 10 pods, not more than step 1 (5) with 5"),
+        "{err}"
+    );
 }
 
 /// A clock that is inside `Sat 18:00-23:59 UTC` while `inside` is set, and outside it otherwise.
