@@ -18,6 +18,27 @@ fn manifest(ns: &str, tag: &str, annotations: &str) -> String {
     )
 }
 
+/// A repository holding the 10-pod set at v0.1 with these annotations, synced: every pod running.
+async fn started(env: &TestEnv, annotations: &str) -> TempRepo {
+    let mut repo = TempRepo::new();
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, "v0.1", annotations),
+    );
+    repo.commit_all("minecraft at v0.1");
+    assert_eq!(sync(env, &repo).await.exit_code(), 0);
+    repo
+}
+
+/// Commits the set's sidecar at `tag`, with these annotations.
+fn commit_tag(env: &TestEnv, repo: &mut TempRepo, tag: &str, annotations: &str) {
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, tag, annotations),
+    );
+    repo.commit_all(&format!("sidecar {tag}"));
+}
+
 async fn sync(env: &TestEnv, repo: &TempRepo) -> hotsync::sync::SyncReport {
     hotsync::sync::sync(&env.client, &harness::sync_options(repo.path()), None)
         .await
@@ -94,21 +115,11 @@ fn hotsync_on(env: &TestEnv, command: &str, args: &[&str]) -> (i32, String) {
 async fn a_ten_pod_set_goes_through_1_50_100_percent_paused_at_each_step_until_promoted() {
     let env = harness::env("steps promote").await;
     let steps = "    hotsync.dev/steps: \"1,50%,100%\"\n";
-    let mut repo = TempRepo::new();
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.1", steps),
-    );
-    repo.commit_all("minecraft at v0.1, in steps");
-    assert_eq!(sync(&env, &repo).await.exit_code(), 0);
+    let mut repo = started(&env, steps).await;
     let (_, before) = on(&env, "v0.1").await;
     assert_eq!(before.len(), 10);
 
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.2", steps),
-    );
-    repo.commit_all("sidecar v0.2");
+    commit_tag(&env, &mut repo, "v0.2", steps);
     let set = format!("{}/minecraft", env.namespace);
 
     let report = sync(&env, &repo).await;
@@ -191,18 +202,8 @@ async fn a_ten_pod_set_goes_through_1_50_100_percent_paused_at_each_step_until_p
 async fn a_step_with_a_pause_promotes_itself_and_promote_all_goes_to_the_last_step() {
     let env = harness::env("steps pause").await;
     let steps = "    hotsync.dev/steps: \"1,20%,50%\"\n    hotsync.dev/step-pause: 0s\n";
-    let mut repo = TempRepo::new();
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.1", steps),
-    );
-    repo.commit_all("minecraft at v0.1, in steps that pause for no time");
-    assert_eq!(sync(&env, &repo).await.exit_code(), 0);
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.2", steps),
-    );
-    repo.commit_all("sidecar v0.2");
+    let mut repo = started(&env, steps).await;
+    commit_tag(&env, &mut repo, "v0.2", steps);
 
     let report = sync(&env, &repo).await;
     assert_eq!(
@@ -238,19 +239,9 @@ async fn a_step_with_a_pause_promotes_itself_and_promote_all_goes_to_the_last_st
 async fn an_aborted_rollout_rolls_its_pods_back_in_place_and_stays_aborted_until_a_new_template() {
     let env = harness::env("steps abort").await;
     let steps = "    hotsync.dev/steps: \"50%\"\n";
-    let mut repo = TempRepo::new();
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.1", steps),
-    );
-    repo.commit_all("minecraft at v0.1, in steps");
-    assert_eq!(sync(&env, &repo).await.exit_code(), 0);
+    let mut repo = started(&env, steps).await;
     let (_, before) = on(&env, "v0.1").await;
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.2", steps),
-    );
-    repo.commit_all("sidecar v0.2");
+    commit_tag(&env, &mut repo, "v0.2", steps);
     let report = sync(&env, &repo).await;
     assert_eq!(
         report.sets[0].step,
@@ -333,11 +324,7 @@ async fn an_aborted_rollout_rolls_its_pods_back_in_place_and_stays_aborted_until
     );
 
     // A new template in Git starts a new rollout.
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.3", steps),
-    );
-    repo.commit_all("sidecar v0.3");
+    commit_tag(&env, &mut repo, "v0.3", steps);
     let report = sync(&env, &repo).await;
     assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
     assert_eq!(on(&env, "v0.3").await.0.len(), 5);
@@ -352,19 +339,9 @@ async fn an_aborted_rollout_rolls_its_pods_back_in_place_and_stays_aborted_until
 async fn a_crash_during_a_step_pause_fails_its_gate_and_rolls_the_step_back_in_place() {
     let env = harness::env("steps gate crash").await;
     let steps = "    hotsync.dev/steps: \"1,50%,100%\"\n    hotsync.dev/step-pause: 10m\n";
-    let mut repo = TempRepo::new();
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.1", steps),
-    );
-    repo.commit_all("minecraft at v0.1, in steps");
-    assert_eq!(sync(&env, &repo).await.exit_code(), 0);
+    let mut repo = started(&env, steps).await;
     let (_, before) = on(&env, "v0.1").await;
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "flaky", steps),
-    );
-    repo.commit_all("sidecar flaky");
+    commit_tag(&env, &mut repo, "flaky", steps);
     let report = sync(&env, &repo).await;
     assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
     let (canary, _) = on(&env, "flaky").await;
@@ -392,34 +369,11 @@ async fn a_crash_during_a_step_pause_fails_its_gate_and_rolls_the_step_back_in_p
     )
     .await;
 
-    let report = sync(&env, &repo).await;
-    let s = &report.sets[0];
-    assert_eq!(s.outcome, Outcome::Failed, "{report:#?}");
-    assert_eq!(report.exit_code(), 1);
-    let message = s.message.clone().unwrap_or_default();
+    let message = gate_fails_and_rolls_back(&env, &repo, &canary, &before).await;
     assert!(
-        message.contains("step 1 of 3 did not pass its gate")
-            && message.contains(&format!("gate restarts: pod {canary} container sidecar")),
+        message.contains(&format!("gate restarts: pod {canary} container sidecar")),
         "which gate, which pod, which container: {message}"
     );
-    assert_eq!(
-        s.step,
-        Some(StepReport {
-            step: 1,
-            of: 3,
-            pods: 1
-        })
-    );
-    let rolled: Vec<&str> = s
-        .pods
-        .iter()
-        .filter(|p| p.result == hotsync::rollout::PodOutcome::RolledBack)
-        .map(|p| p.name.as_str())
-        .collect();
-    assert_eq!(rolled, vec![canary.as_str()], "{report:#?}");
-    let (on_old, after) = on(&env, "v0.1").await;
-    assert_eq!(on_old.len(), 10, "the canary is back on v0.1");
-    assert_eq!(after, before, "rolled back in place: the same pods");
 
     // Stopped until a new template: another sync updates nothing, and promote refuses.
     let report = sync(&env, &repo).await;
@@ -434,11 +388,7 @@ async fn a_crash_during_a_step_pause_fails_its_gate_and_rolls_the_step_back_in_p
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("did not pass its gate"), "{out}");
 
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.2", steps),
-    );
-    repo.commit_all("sidecar v0.2");
+    commit_tag(&env, &mut repo, "v0.2", steps);
     let report = sync(&env, &repo).await;
     assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
     assert_eq!(on(&env, "v0.2").await.0.len(), 1);
@@ -452,19 +402,9 @@ async fn a_deferred_game_server_elsewhere_in_the_set_does_not_keep_a_step_from_p
 ) {
     let env = harness::env("steps deferred").await;
     let steps = "    hotsync.dev/steps: \"1,50%\"\n    hotsync.dev/step-pause: 0s\n";
-    let mut repo = TempRepo::new();
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.1", steps),
-    );
-    repo.commit_all("minecraft at v0.1, in steps");
-    assert_eq!(sync(&env, &repo).await.exit_code(), 0);
+    let mut repo = started(&env, steps).await;
     crate::players::set_ops_state(&env, "minecraft-0", "Allocated").await;
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.2", steps),
-    );
-    repo.commit_all("sidecar v0.2");
+    commit_tag(&env, &mut repo, "v0.2", steps);
     let mut opts = harness::sync_options(repo.path());
     opts.rollout.skip_allocated = true;
 
@@ -537,19 +477,9 @@ pub(crate) async fn sync_until_seen_healthy(
 async fn a_game_server_that_goes_not_ready_during_a_step_pause_fails_its_gate_and_is_rolled_back() {
     let env = harness::env("steps gate not ready").await;
     let steps = "    hotsync.dev/steps: \"1,50%,100%\"\n    hotsync.dev/step-pause: 10m\n";
-    let mut repo = TempRepo::new();
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.1", steps),
-    );
-    repo.commit_all("minecraft at v0.1, in steps");
-    assert_eq!(sync(&env, &repo).await.exit_code(), 0);
+    let mut repo = started(&env, steps).await;
     let (_, before) = on(&env, "v0.1").await;
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "unready", steps),
-    );
-    repo.commit_all("sidecar unready");
+    commit_tag(&env, &mut repo, "unready", steps);
     let report = sync(&env, &repo).await;
     assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
     let (canary, _) = on(&env, "unready").await;
@@ -571,15 +501,38 @@ async fn a_game_server_that_goes_not_ready_during_a_step_pause_fails_its_gate_an
     )
     .await;
 
-    let report = sync(&env, &repo).await;
+    let message = gate_fails_and_rolls_back(&env, &repo, &canary, &before).await;
+    assert!(
+        message.contains(&canary) && message.contains("during the pause"),
+        "which gate, which pod: {message}"
+    );
+}
+
+/// Syncs a set whose first step's gate fails: Failed (exit 1) at step 1 of 3, `canary` alone rolled
+/// back, every pod on v0.1 again and the same pods as `before`. Returns the message (which gate, which
+/// pod, which container).
+async fn gate_fails_and_rolls_back(
+    env: &TestEnv,
+    repo: &TempRepo,
+    canary: &str,
+    before: &[(String, String)],
+) -> String {
+    let report = sync(env, repo).await;
     let s = &report.sets[0];
     assert_eq!(s.outcome, Outcome::Failed, "{report:#?}");
+    assert_eq!(report.exit_code(), 1);
     let message = s.message.clone().unwrap_or_default();
     assert!(
-        message.contains("step 1 of 3 did not pass its gate")
-            && message.contains(&canary)
-            && message.contains("during the pause"),
-        "which gate, which pod: {message}"
+        message.contains("step 1 of 3 did not pass its gate"),
+        "{message}"
+    );
+    assert_eq!(
+        s.step,
+        Some(StepReport {
+            step: 1,
+            of: 3,
+            pods: 1
+        })
     );
     let rolled: Vec<&str> = s
         .pods
@@ -587,10 +540,11 @@ async fn a_game_server_that_goes_not_ready_during_a_step_pause_fails_its_gate_an
         .filter(|p| p.result == hotsync::rollout::PodOutcome::RolledBack)
         .map(|p| p.name.as_str())
         .collect();
-    assert_eq!(rolled, vec![canary.as_str()], "{report:#?}");
-    let (on_old, after) = on(&env, "v0.1").await;
+    assert_eq!(rolled, vec![canary], "{report:#?}");
+    let (on_old, after) = on(env, "v0.1").await;
     assert_eq!(on_old.len(), 10, "the canary is back on v0.1");
     assert_eq!(after, before, "rolled back in place: the same pods");
+    message
 }
 
 #[test]
@@ -807,11 +761,7 @@ async fn a_ten_minute_step_pause_promotes_only_once_the_injected_clock_is_past_i
     });
     let steps = "    hotsync.dev/steps: \"1,50%\"\n    hotsync.dev/step-pause: 10m\n";
     let mut repo = TempRepo::new();
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.1", steps),
-    );
-    repo.commit_all("minecraft at v0.1, in steps ten minutes apart");
+    commit_tag(&env, &mut repo, "v0.1", steps);
     let mut opts = harness::sync_options(repo.path());
     opts.rollout.clock = clock;
     let sync_now = |opts: hotsync::sync::SyncOptions| {
@@ -823,11 +773,7 @@ async fn a_ten_minute_step_pause_promotes_only_once_the_injected_clock_is_past_i
         }
     };
     assert_eq!(sync_now(opts.clone()).await.exit_code(), 0);
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.2", steps),
-    );
-    repo.commit_all("sidecar v0.2");
+    commit_tag(&env, &mut repo, "v0.2", steps);
     let report = sync_now(opts.clone()).await;
     assert_eq!(
         report.sets[0].step,
@@ -874,11 +820,7 @@ async fn a_daemon_killed_while_paused_at_a_step_resumes_paused_and_goes_on_when_
     let scratch = tempfile::tempdir().expect("scratch");
     let steps = "    hotsync.dev/steps: \"1,50%\"\n";
     let mut repo = TempRepo::new();
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.1", steps),
-    );
-    repo.commit_all("minecraft at v0.1, in steps");
+    commit_tag(&env, &mut repo, "v0.1", steps);
     let daemon = crate::wait::daemon(&env, repo.path(), scratch.path());
     env.eventually("ten pods on v0.1", harness::CONVERGE, || async {
         let n = on(&env, "v0.1").await.0.len();
@@ -890,11 +832,7 @@ async fn a_daemon_killed_while_paused_at_a_step_resumes_paused_and_goes_on_when_
     })
     .await;
     let (_, before) = on(&env, "v0.1").await;
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.2", steps),
-    );
-    repo.commit_all("sidecar v0.2");
+    commit_tag(&env, &mut repo, "v0.2", steps);
     let scratch_path = scratch.path().to_path_buf();
     env.eventually("paused at step 1", harness::CONVERGE, || async {
         let n = on(&env, "v0.2").await.0.len();
@@ -965,20 +903,10 @@ async fn plan_against_the_cluster_counts_per_step_the_game_servers_restarted_and
 ) {
     let env = harness::env("steps plan cluster").await;
     let steps = "    hotsync.dev/steps: \"1,50%,100%\"\n";
-    let mut repo = TempRepo::new();
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.1", steps),
-    );
-    repo.commit_all("minecraft at v0.1, in steps");
-    assert_eq!(sync(&env, &repo).await.exit_code(), 0);
+    let mut repo = started(&env, steps).await;
     crate::players::set_ops_state(&env, "minecraft-9", "Allocated").await;
     crate::players::set_ops_state(&env, "minecraft-3", "Allocated").await;
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, "v0.2", steps),
-    );
-    repo.commit_all("sidecar v0.2");
+    commit_tag(&env, &mut repo, "v0.2", steps);
 
     let (code, plan) = crate::players::plan_cluster(&env, &repo, &[]);
     assert_eq!(code, 1, "changes: {plan:#}");

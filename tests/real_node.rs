@@ -343,37 +343,52 @@ async fn a_canary_that_crashes_during_its_pause_fails_the_gate_and_is_rolled_bac
         },
     )
     .await;
-    let report = sync(&env, &repo).await;
-    let set = &report.sets[0];
-    assert_eq!(set.outcome, Outcome::Failed, "{report:#?}");
-    let message = set.message.clone().unwrap_or_default();
+    let message = canary_rolled_back(&env, &repo, &canary, &before, "v0.1").await;
     assert!(
         message.contains(&format!("gate restarts: pod {canary} container sidecar")),
         "{message}"
     );
+    for p in ready(&env, 2).await {
+        if p.name_any() != canary {
+            assert_eq!(status(&p, "sidecar").restart_count, 0, "never touched");
+        }
+    }
+}
+
+/// Syncs a set whose canary failed its step's gate: Failed, the canary alone rolled back, both pods the
+/// same as `before`, ready on `sidecar(tag)` again, the engine's container never restarted. Returns the
+/// message.
+async fn canary_rolled_back(
+    env: &TestEnv,
+    repo: &TempRepo,
+    canary: &str,
+    before: &[Pod],
+    tag: &str,
+) -> String {
+    let report = sync(env, repo).await;
+    let set = &report.sets[0];
+    assert_eq!(set.outcome, Outcome::Failed, "{report:#?}");
     let rolled: Vec<&str> = set
         .pods
         .iter()
         .filter(|p| p.result == PodOutcome::RolledBack)
         .map(|p| p.name.as_str())
         .collect();
-    assert_eq!(rolled, vec![canary.as_str()], "{report:#?}");
-    let after = ready(&env, 2).await;
+    assert_eq!(rolled, vec![canary], "{report:#?}");
+    let after = ready(env, 2).await;
     for (b, a) in before.iter().zip(&after) {
         assert_eq!(b.uid(), a.uid(), "the same pods");
         assert_eq!(
             hotsync::live::spec_image(a, "sidecar"),
-            Some(sidecar("v0.1").as_str())
+            Some(sidecar(tag).as_str())
         );
         assert_eq!(
             status(b, "minecraft").container_id,
             status(a, "minecraft").container_id,
             "the engine kept running"
         );
-        if a.name_any() != canary {
-            assert_eq!(status(a, "sidecar").restart_count, 0, "never touched");
-        }
     }
+    set.message.clone().unwrap_or_default()
 }
 
 /// A canary whose readiness probe stops passing during the step's pause, on the real kubelet: the
@@ -417,34 +432,11 @@ async fn a_canary_whose_readiness_fails_during_its_pause_fails_the_gate_on_the_r
         }
     })
     .await;
-    let report = sync(&env, &repo).await;
-    let set = &report.sets[0];
-    assert_eq!(set.outcome, Outcome::Failed, "{report:#?}");
-    let message = set.message.clone().unwrap_or_default();
+    let message = canary_rolled_back(&env, &repo, &canary, &before, "slow-ready").await;
     assert!(
         message.contains(&canary) && message.contains("during the pause"),
         "{message}"
     );
-    let rolled: Vec<&str> = set
-        .pods
-        .iter()
-        .filter(|p| p.result == PodOutcome::RolledBack)
-        .map(|p| p.name.as_str())
-        .collect();
-    assert_eq!(rolled, vec![canary.as_str()], "{report:#?}");
-    let after = ready(&env, 2).await;
-    for (b, a) in before.iter().zip(&after) {
-        assert_eq!(b.uid(), a.uid(), "the same pods");
-        assert_eq!(
-            hotsync::live::spec_image(a, "sidecar"),
-            Some(sidecar("slow-ready").as_str())
-        );
-        assert_eq!(
-            status(b, "minecraft").container_id,
-            status(a, "minecraft").container_id,
-            "the engine kept running"
-        );
-    }
 }
 
 /// A new tag on the digest already running (a routine re-tag in CI): the kubelet restarts the sidecar

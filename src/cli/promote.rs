@@ -49,26 +49,16 @@ pub fn run(args: PromoteArgs) -> anyhow::Result<i32> {
             eprintln!("error: {ns}/{name} has no rollout under way (hotsync does not hold it): nothing to promote");
             return Ok(2);
         };
-        if let Some(at) = steps::aborted_for(
-            annotations
-                .get(steps::ANNOTATION_ABORTED)
-                .map(String::as_str),
-            fingerprint,
-        ) {
-            eprintln!(
-                "error: {ns}/{name}: its rollout was aborted at {at}; an aborted rollout is not promoted: commit another template"
-            );
-            return Ok(2);
-        }
-        if let Some(why) = steps::gate_failed_for(
-            annotations
-                .get(steps::ANNOTATION_GATE_FAILED)
-                .map(String::as_str),
-            fingerprint,
-        ) {
-            eprintln!(
-                "error: {ns}/{name}: {why}; a rollout stopped by its gate is not promoted: commit another template (or abort it)"
-            );
+        let record = |key: &str| annotations.get(key).map(String::as_str);
+        let stopped = steps::aborted_for(record(steps::ANNOTATION_ABORTED), fingerprint)
+            .map(|at| format!("its rollout was aborted at {at}; an aborted rollout is not promoted: commit another template"))
+            .or_else(|| {
+                steps::gate_failed_for(record(steps::ANNOTATION_GATE_FAILED), fingerprint).map(|why| {
+                    format!("{why}; a rollout stopped by its gate is not promoted: commit another template (or abort it)")
+                })
+            });
+        if let Some(why) = stopped {
+            eprintln!("error: {ns}/{name}: {why}");
             return Ok(2);
         }
         let replicas = usize::try_from(gss.spec.replicas.unwrap_or(0).max(0)).unwrap_or(0);
