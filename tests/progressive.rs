@@ -547,21 +547,33 @@ async fn gate_fails_and_rolls_back(
     message
 }
 
-#[test]
-fn invalid_steps_are_an_error_located_at_the_annotation() {
-    let mut repo = TempRepo::new();
+/// `hotsync validate` of the set with these steps: its exit code and what it printed on stderr.
+fn validate_steps(repo: &mut TempRepo, steps: &str) -> (Option<i32>, String) {
     repo.write(
         "sets/minecraft.yaml",
-        &manifest("games", "v0.1", "    hotsync.dev/steps: \"50%,25%\"\n"),
+        &manifest(
+            "games",
+            "v0.1",
+            &format!("    hotsync.dev/steps: \"{steps}\"\n"),
+        ),
     );
-    repo.commit_all("steps that shrink");
+    repo.commit_all(&format!("steps {steps}"));
     let out = Command::new(env!("CARGO_BIN_EXE_hotsync"))
         .args(["validate"])
         .current_dir(repo.path())
         .output()
         .expect("run hotsync validate");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn invalid_steps_are_an_error_located_at_the_annotation() {
+    let mut repo = TempRepo::new();
+    let (code, err) = validate_steps(&mut repo, "50%,25%");
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("sets/minecraft.yaml:6 (document 1): error")
             && err.contains("hotsync.dev/steps")
@@ -569,23 +581,15 @@ fn invalid_steps_are_an_error_located_at_the_annotation() {
         "{err}"
     );
     // Counts and percentages mixed are judged at the set's replicas: 10% of 10 pods is 1, not more than 5.
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest("games", "v0.1", "    hotsync.dev/steps: \"5,10%\"\n"),
-    );
-    repo.commit_all("mixed steps that shrink at 10 replicas");
-    let out = Command::new(env!("CARGO_BIN_EXE_hotsync"))
-        .args(["validate"])
-        .current_dir(repo.path())
-        .output()
-        .expect("run hotsync validate");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = validate_steps(&mut repo, "5,10%");
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("sets/minecraft.yaml:6 (document 1): error")
             && err.contains("step 2 (10%) is 1 of 10 pods, not more than step 1 (5) with 5"),
         "{err}"
     );
+    let (code, err) = validate_steps(&mut repo, "2,50%");
+    assert_eq!(code, Some(0), "grows at 10 replicas: {err}");
 }
 
 /// A clock that is inside `Sat 18:00-23:59 UTC` while `inside` is set, and outside it otherwise.
