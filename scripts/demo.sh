@@ -3,7 +3,8 @@
 # kubelet, scheduler, controller-manager) once (cached in ~/.cache/hotsync), builds hotsync, and runs
 # `hotsync demo`: a local cluster with a real node (as root; otherwise a simulated kubelet, said in one
 # line) and OKG and Kruise simulated, a scratch repository, a sync, the sidecar bump v0.1 -> v0.2 picked
-# up by the daemon, the real kubectl before and after, and the status commit it wrote back.
+# up by the daemon, the real kubectl before and after, the status commit it wrote back, and a canary
+# (the next bump one game server first, then hotsync promote).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HOTSYNC_CACHE="${HOTSYNC_CACHE:-$HOME/.cache/hotsync}"
