@@ -339,14 +339,7 @@ async fn an_aborted_rollout_rolls_its_pods_back_in_place_and_stays_aborted_until
 async fn a_crash_during_a_step_pause_fails_its_gate_and_rolls_the_step_back_in_place() {
     let env = harness::env("steps gate crash").await;
     let steps = "    hotsync.dev/steps: \"1,50%,100%\"\n    hotsync.dev/step-pause: 10m\n";
-    let mut repo = started(&env, steps).await;
-    let (_, before) = on(&env, "v0.1").await;
-    commit_tag(&env, &mut repo, "flaky", steps);
-    let report = sync(&env, &repo).await;
-    assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
-    let (canary, _) = on(&env, "flaky").await;
-    assert_eq!(canary.len(), 1, "one pod at step 1");
-    let canary = canary[0].clone();
+    let (mut repo, canary, before) = canary_paused(&env, steps, "flaky").await;
     // The kubelet restarts the canary's sidecar once more, during the pause.
     env.eventually(
         "the canary's sidecar restarted again",
@@ -477,14 +470,7 @@ pub(crate) async fn sync_until_seen_healthy(
 async fn a_game_server_that_goes_not_ready_during_a_step_pause_fails_its_gate_and_is_rolled_back() {
     let env = harness::env("steps gate not ready").await;
     let steps = "    hotsync.dev/steps: \"1,50%,100%\"\n    hotsync.dev/step-pause: 10m\n";
-    let mut repo = started(&env, steps).await;
-    let (_, before) = on(&env, "v0.1").await;
-    commit_tag(&env, &mut repo, "unready", steps);
-    let report = sync(&env, &repo).await;
-    assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
-    let (canary, _) = on(&env, "unready").await;
-    assert_eq!(canary.len(), 1, "one pod at step 1");
-    let canary = canary[0].clone();
+    let (repo, canary, before) = canary_paused(&env, steps, "unready").await;
     let opts = harness::sync_options(repo.path());
     sync_until_seen_healthy(&env, &opts, std::time::Duration::from_secs(25)).await;
     // Thirty seconds after its sidecar started: well within a minute from now.
@@ -506,6 +492,23 @@ async fn a_game_server_that_goes_not_ready_during_a_step_pause_fails_its_gate_an
         message.contains(&canary) && message.contains("during the pause"),
         "which gate, which pod: {message}"
     );
+}
+
+/// The 10-pod set at v0.1 under `steps`, then its sidecar at `tag`, synced: paused at step 1 with one
+/// pod on `tag`. Returns the repository, that canary, and every pod's (name, uid) before the bump.
+async fn canary_paused(
+    env: &TestEnv,
+    steps: &str,
+    tag: &str,
+) -> (TempRepo, String, Vec<(String, String)>) {
+    let mut repo = started(env, steps).await;
+    let (_, before) = on(env, "v0.1").await;
+    commit_tag(env, &mut repo, tag, steps);
+    let report = sync(env, &repo).await;
+    assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
+    let (canary, _) = on(env, tag).await;
+    assert_eq!(canary.len(), 1, "one pod at step 1");
+    (repo, canary[0].clone(), before)
 }
 
 /// Syncs a set whose first step's gate fails: Failed (exit 1) at step 1 of 3, `canary` alone rolled

@@ -386,16 +386,21 @@ pub(crate) async fn hot_update(
                         })
                         .is_some_and(|waited| waited >= pause)
                 });
-                let gs_states: BTreeMap<String, String> = live
-                    .gameservers
-                    .iter()
-                    .filter_map(|g| {
-                        Some((
-                            g.metadata.name.clone()?,
-                            g.status.as_ref()?.current_state.clone()?,
-                        ))
-                    })
-                    .collect();
+                // Each GameServer's state, and OKG's reading of its pod (written together).
+                let mut gs_states: BTreeMap<String, String> = BTreeMap::new();
+                let mut okg_seen: BTreeMap<String, k8s_openapi::api::core::v1::PodStatus> =
+                    BTreeMap::new();
+                for g in &live.gameservers {
+                    let (Some(name), Some(st)) = (&g.metadata.name, &g.status) else {
+                        continue;
+                    };
+                    if let Some(state) = &st.current_state {
+                        gs_states.insert(name.clone(), state.clone());
+                    }
+                    if let Some(pod) = &st.pod_status {
+                        okg_seen.insert(name.clone(), pod.clone());
+                    }
+                }
                 let pods = pods_of(&watch);
                 // Every pod on the new revision: one that went not ready again is in flight.
                 let updated = {
@@ -407,16 +412,6 @@ pub(crate) async fn hot_update(
                 let gate = plan::step_gate(&pods, &updated, &gs_states, &target, seen_healthy);
                 // The step is seen healthy once the gate passes with OKG's reading of every updated
                 // pod as it is now; a NotReady after that is no lag of OKG's.
-                let okg_seen: BTreeMap<String, k8s_openapi::api::core::v1::PodStatus> = live
-                    .gameservers
-                    .iter()
-                    .filter_map(|g| {
-                        Some((
-                            g.metadata.name.clone()?,
-                            g.status.as_ref()?.pod_status.clone()?,
-                        ))
-                    })
-                    .collect();
                 if gate == plan::Gate::Pass
                     && !seen_healthy
                     && plan::okg_caught_up(&pods, &updated, &okg_seen)
