@@ -307,25 +307,7 @@ async fn a_canary_that_crashes_during_its_pause_fails_the_gate_and_is_rolled_bac
     let env = harness::real_env("real gate").await;
     let mut repo = started(&env, 2, &sidecar("v0.1"), "").await;
     let before = env.pods("minecraft").await;
-    let in_steps = |tag: &str| {
-        manifest(&env.namespace, 2, &sidecar(tag), "").replacen(
-            "  name: minecraft\n",
-            "  name: minecraft\n  annotations:\n    hotsync.dev/steps: \"1\"\n    hotsync.dev/step-pause: 10m\n",
-            1,
-        )
-    };
-    repo.write("sets/minecraft.yaml", &in_steps("flaky"));
-    repo.commit_all("sidecar flaky, one canary");
-    let report = sync(&env, &repo).await;
-    assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
-    let pods = env.pods("minecraft").await;
-    let canary: Vec<String> = pods
-        .iter()
-        .filter(|p| hotsync::live::spec_image(p, "sidecar") == Some(sidecar("flaky").as_str()))
-        .map(|p| p.name_any())
-        .collect();
-    assert_eq!(canary.len(), 1, "{}", describe(&pods));
-    let canary = canary[0].clone();
+    let canary = canary_paused(&env, &mut repo, "flaky", "").await;
     env.eventually(
         "the kubelet restarted the canary's sidecar after it exited",
         REAL,
@@ -353,6 +335,30 @@ async fn a_canary_that_crashes_during_its_pause_fails_the_gate_and_is_rolled_bac
             assert_eq!(status(&p, "sidecar").restart_count, 0, "never touched");
         }
     }
+}
+
+/// Commits the two-pod set's sidecar at `tag` (with `extra` on the sidecar) in one step of one pod with a
+/// ten-minute pause, and syncs it: paused at that step with one pod on `tag`, whose name it returns.
+async fn canary_paused(env: &TestEnv, repo: &mut TempRepo, tag: &str, extra: &str) -> String {
+    repo.write(
+        "sets/minecraft.yaml",
+        &manifest(&env.namespace, 2, &sidecar(tag), extra).replacen(
+            "  name: minecraft\n",
+            "  name: minecraft\n  annotations:\n    hotsync.dev/steps: \"1\"\n    hotsync.dev/step-pause: 10m\n",
+            1,
+        ),
+    );
+    repo.commit_all(&format!("sidecar {tag}, one canary"));
+    let report = sync(env, repo).await;
+    assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
+    let pods = env.pods("minecraft").await;
+    let canary: Vec<String> = pods
+        .iter()
+        .filter(|p| hotsync::live::spec_image(p, "sidecar") == Some(sidecar(tag).as_str()))
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(canary.len(), 1, "{}", describe(&pods));
+    canary[0].clone()
 }
 
 /// Syncs a set whose canary failed its step's gate: Failed, the canary alone rolled back, both pods the
@@ -401,25 +407,7 @@ async fn a_canary_whose_readiness_fails_during_its_pause_fails_the_gate_on_the_r
     let probe = "          readinessProbe:\n            tcpSocket:\n              port: 8080\n            periodSeconds: 1\n            failureThreshold: 1\n";
     let mut repo = started(&env, 2, &sidecar("slow-ready"), probe).await;
     let before = env.pods("minecraft").await;
-    repo.write(
-        "sets/minecraft.yaml",
-        &manifest(&env.namespace, 2, &sidecar("unready"), probe).replacen(
-            "  name: minecraft\n",
-            "  name: minecraft\n  annotations:\n    hotsync.dev/steps: \"1\"\n    hotsync.dev/step-pause: 10m\n",
-            1,
-        ),
-    );
-    repo.commit_all("sidecar unready, one canary");
-    let report = sync(&env, &repo).await;
-    assert_eq!(report.sets[0].outcome, Outcome::StepPaused, "{report:#?}");
-    let pods = env.pods("minecraft").await;
-    let canary: Vec<String> = pods
-        .iter()
-        .filter(|p| hotsync::live::spec_image(p, "sidecar") == Some(sidecar("unready").as_str()))
-        .map(|p| p.name_any())
-        .collect();
-    assert_eq!(canary.len(), 1, "{}", describe(&pods));
-    let canary = canary[0].clone();
+    let canary = canary_paused(&env, &mut repo, "unready", probe).await;
     let mut opts = harness::sync_options(repo.path());
     opts.rollout.wait_timeout = REAL;
     opts.rollout.pod_timeout = Duration::from_secs(40);
