@@ -11,8 +11,9 @@
 //! completed, the gate True), each kind for all pods at once: a ceiling, since hotsync walks each pod
 //! through them on its own.
 //!
-//! Run with `cargo bench --bench rollout` (optionally `-- 500` for the pod count). Needs the API server
-//! that scripts/build-kube.sh builds.
+//! Run with `cargo bench --bench rollout` (optionally `-- 500` for the pod count; `--no-kubectl` leaves
+//! out the kubectl loop, which takes minutes, for quicker rounds against the raw client). Needs the API
+//! server that scripts/build-kube.sh builds.
 
 use futures::StreamExt as _;
 use hotsync::model::{AdvancedStatefulSet, GameServerSet, LABEL_OWNER_GSS, LABEL_REVISION_HASH};
@@ -21,6 +22,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt as _};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -212,6 +214,61 @@ async fn all_patched(client: Client, name: String, n: usize, image: String) -> I
     }
 }
 
+/// The API server's request counts by verb, resource and subresource (from its metrics).
+async fn requests(client: &Client) -> BTreeMap<String, f64> {
+    let req = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("request");
+    let text = client.request_text(req).await.expect("metrics");
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let get = |k: &str| {
+            labels
+                .split(&format!("{k}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_string()
+        };
+        let key = format!("{} {}{}", get("verb"), get("resource"), {
+            let sub = get("subresource");
+            if sub.is_empty() {
+                String::new()
+            } else {
+                format!("/{sub}")
+            }
+        });
+        *out.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    out
+}
+
+/// Prints the requests made between two readings, largest first.
+fn print_requests(what: &str, before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) {
+    let mut d: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v >= 1.0)
+        .collect();
+    d.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = d.iter().map(|(_, v)| v).sum();
+    let top: Vec<String> = d
+        .iter()
+        .take(8)
+        .map(|(k, v)| format!("{k} {v:.0}"))
+        .collect();
+    println!(
+        "  requests to the API server during {what}: {total:.0} ({})",
+        top.join(", ")
+    );
+}
+
 async fn pods_of(client: &Client, name: &str) -> Vec<String> {
     let api: Api<Pod> = Api::namespaced(client.clone(), NS);
     let lp = ListParams::default().labels(&format!("{LABEL_OWNER_GSS}={name}"));
@@ -229,6 +286,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(500);
+    let with_kubectl = !std::env::args().any(|a| a == "--no-kubectl");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async move {
         let cluster = LocalCluster::start(ClusterOptions::default())
@@ -263,6 +321,7 @@ fn main() {
         let repo = create(&client, "hs", n).await;
         std::fs::write(repo.path().join("set.yaml"), manifest("hs", n, "v2")).expect("write");
         git(repo.path(), &["commit", "-qam", "v2"]);
+        let before = requests(&client).await;
         let t = Instant::now();
         let patched = tokio::spawn(all_patched(
             client.clone(),
@@ -277,6 +336,7 @@ fn main() {
         let hotsync_patch = patched.await.expect("watch").duration_since(t);
         assert_eq!(report.exit_code(), 0, "{report:#?}");
         all_on(&client, "hs", n, "registry.example.com/sidecar:v2").await;
+        let hotsync_requests = (before, requests(&client).await);
         eprintln!(
             "hotsync sync: all patched {:.2}s, done {:.2}s",
             hotsync_patch.as_secs_f64(),
@@ -287,6 +347,7 @@ fn main() {
         let _raw_repo = create(&client, "raw", n).await;
         let image = "registry.example.com/sidecar:v2";
         let names = pods_of(&client, "raw").await;
+        let before = requests(&client).await;
         let t = Instant::now();
         let patched = tokio::spawn(all_patched(client.clone(), "raw".into(), n, image.into()));
         let rev = hold_and_revision(&client, "raw", n, image).await;
@@ -332,6 +393,7 @@ fn main() {
         concurrently("ready", names.clone(), rev.clone()).await;
         all_on(&client, "raw", n, image).await;
         let raw_time = t.elapsed();
+        let raw_requests = (before, requests(&client).await);
         let raw_patch = patched.await.expect("watch").duration_since(t);
         eprintln!(
             "raw PATCH: all patched {:.2}s, done {:.2}s; the kubectl loop takes minutes",
@@ -340,41 +402,46 @@ fn main() {
         );
 
         // kubectl patch loop
-        let _kubectl_repo = create(&client, "kubectl", n).await;
-        let names = pods_of(&client, "kubectl").await;
-        let t = Instant::now();
-        let patched = tokio::spawn(all_patched(client.clone(), "kubectl".into(), n, image.into()));
-        let rev = hold_and_revision(&client, "kubectl", n, image).await;
-        let kubectl = |name: &str, args: &[&str]| {
-            let ok = std::process::Command::new("kubectl")
-                .arg("--kubeconfig")
-                .arg(cluster.kubeconfig())
-                .args(["-n", NS, "patch", "pod", name])
-                .args(args)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            assert!(ok, "kubectl patch {name} {args:?}");
+        let kubectl_times = if with_kubectl {
+            let _kubectl_repo = create(&client, "kubectl", n).await;
+            let names = pods_of(&client, "kubectl").await;
+            let t = Instant::now();
+            let patched = tokio::spawn(all_patched(client.clone(), "kubectl".into(), n, image.into()));
+            let rev = hold_and_revision(&client, "kubectl", n, image).await;
+            let kubectl = |name: &str, args: &[&str]| {
+                let ok = std::process::Command::new("kubectl")
+                    .arg("--kubeconfig")
+                    .arg(cluster.kubeconfig())
+                    .args(["-n", NS, "patch", "pod", name])
+                    .args(args)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                assert!(ok, "kubectl patch {name} {args:?}");
+            };
+            let (not_ready, ready) = (gate("False").to_string(), gate("True").to_string());
+            let (patch, finish) = (
+                pod_patch(image, &rev).to_string(),
+                finish_patch(&rev).to_string(),
+            );
+            for name in &names {
+                kubectl(name, &["--subresource", "status", "--type", "strategic", "-p", &not_ready]);
+                kubectl(name, &["--type", "strategic", "-p", &patch]);
+            }
+            all_restarted(&client, "kubectl", n, image).await;
+            for name in &names {
+                kubectl(name, &["--type", "merge", "-p", &finish]);
+                kubectl(name, &["--subresource", "status", "--type", "strategic", "-p", &ready]);
+            }
+            all_on(&client, "kubectl", n, image).await;
+            let kubectl_time = t.elapsed();
+            let kubectl_patch = patched.await.expect("watch").duration_since(t);
+            Some((kubectl_patch, kubectl_time))
+        } else {
+            None
         };
-        let (not_ready, ready) = (gate("False").to_string(), gate("True").to_string());
-        let (patch, finish) = (
-            pod_patch(image, &rev).to_string(),
-            finish_patch(&rev).to_string(),
-        );
-        for name in &names {
-            kubectl(name, &["--subresource", "status", "--type", "strategic", "-p", &not_ready]);
-            kubectl(name, &["--type", "strategic", "-p", &patch]);
-        }
-        all_restarted(&client, "kubectl", n, image).await;
-        for name in &names {
-            kubectl(name, &["--type", "merge", "-p", &finish]);
-            kubectl(name, &["--subresource", "status", "--type", "strategic", "-p", &ready]);
-        }
-        all_on(&client, "kubectl", n, image).await;
-        let kubectl_time = t.elapsed();
-        let kubectl_patch = patched.await.expect("watch").duration_since(t);
 
         let writes = &report.sets[0].writes;
         println!("hot update of {n} pods, maxUnavailable 100%, simulated delays 0 (seconds from the first write):");
@@ -386,18 +453,25 @@ fn main() {
             4 * n
         );
         println!("  {:<22}{:>14}{:>22}", "", "all patched", "all restarted + ready");
-        for (what, patch, all) in [
+        let mut rows = vec![
             ("hotsync sync", hotsync_patch, hotsync_time),
             ("raw PATCH (64 conc.)", raw_patch, raw_time),
-            ("kubectl patch loop", kubectl_patch, kubectl_time),
-        ] {
+        ];
+        rows.extend(kubectl_times.map(|(p, a)| ("kubectl patch loop", p, a)));
+        for (what, patch, all) in rows {
             println!("  {what:<22}{:>13.2}s{:>21.2}s", patch.as_secs_f64(), all.as_secs_f64());
         }
-        println!(
-            "  hotsync vs the kubectl loop: {:.1}x (patch phase), {:.1}x (end to end)",
-            kubectl_patch.as_secs_f64() / hotsync_patch.as_secs_f64(),
-            kubectl_time.as_secs_f64() / hotsync_time.as_secs_f64()
-        );
+        print_requests("hotsync's update", &hotsync_requests.0, &hotsync_requests.1);
+        print_requests("the raw client's", &raw_requests.0, &raw_requests.1);
+        if let Some((kubectl_patch, kubectl_time)) = kubectl_times {
+            println!(
+                "  hotsync vs the kubectl loop: {:.1}x (patch phase), {:.1}x (end to end)",
+                kubectl_patch.as_secs_f64() / hotsync_patch.as_secs_f64(),
+                kubectl_time.as_secs_f64() / hotsync_time.as_secs_f64()
+            );
+        } else {
+            println!("  the kubectl loop was left out (--no-kubectl)");
+        }
         println!(
             "  hotsync vs raw PATCH throughput: {:.0}% (patch phase), {:.0}% (end to end)",
             100.0 * raw_patch.as_secs_f64() / hotsync_patch.as_secs_f64(),
