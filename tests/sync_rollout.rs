@@ -55,13 +55,16 @@ fn restarts(pod: &Pod, container: &str) -> i32 {
         .unwrap_or(-1)
 }
 
-/// Pod events as the watch saw them: (pod, spec sidecar image, ready, deleted).
+/// Pod events as the watch saw them: (pod, spec sidecar image, ready, deleted, the `InPlaceUpdateReady`
+/// condition's status and reason, the running sidecar's container id).
 #[derive(Clone, Debug)]
 struct Seen {
     pod: String,
     sidecar: String,
     ready: bool,
     deleted: bool,
+    gate: Option<(String, Option<String>)>,
+    container: Option<String>,
 }
 
 struct Recorder {
@@ -87,6 +90,14 @@ impl Recorder {
                         .to_string(),
                     ready: hotsync::live::is_ready(p),
                     deleted,
+                    gate: p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .and_then(|c| c.iter().find(|c| c.type_ == "InPlaceUpdateReady"))
+                        .map(|c| (c.status.clone(), c.reason.clone())),
+                    container: hotsync::live::container_status(p, "sidecar")
+                        .and_then(|c| c.container_id.clone()),
                 };
                 let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
                 match ev {
@@ -201,6 +212,35 @@ async fn a_sidecar_bump_restarts_only_the_sidecar_in_place_and_keeps_every_pod()
     }
     let events = recorder.events();
     assert!(events.iter().all(|e| !e.deleted), "no pod is deleted");
+    // The gate True again as Kruise's `Refresh` writes it (no reason, no message): with the reason of
+    // the False left in, `hasEqualCondition` differs and Kruise writes every pod once more.
+    for e in &events {
+        if let Some((status, Some(reason))) = &e.gate {
+            assert_ne!(
+                status, "True",
+                "{}: InPlaceUpdateReady True with reason {reason}",
+                e.pod
+            );
+        }
+    }
+    // Each sidecar restarted while its pod was out of its load balancer: the gate False when the new
+    // container shows (Kruise's refresh, which puts a False gate of a pod without an in-place state
+    // back to True, did not win the race with the patch).
+    for name in before.keys() {
+        let mut running: Option<&String> = None;
+        for e in events.iter().filter(|e| &e.pod == name) {
+            let Some(id) = &e.container else { continue };
+            if running.is_some_and(|r| r != id) {
+                assert_eq!(
+                    e.gate.as_ref().map(|g| g.0.as_str()),
+                    Some("False"),
+                    "{name}: the sidecar restarted with InPlaceUpdateReady {:?}",
+                    e.gate
+                );
+            }
+            running = Some(id);
+        }
+    }
     // Each pod went NotReady once (its own restart), never again.
     for name in before.keys() {
         let transitions = events

@@ -617,6 +617,24 @@ pub(crate) async fn hot_update(
         let answered: Vec<_> = futures::stream::iter(turn)
             .map(|(name, pod, t, step, mut hooked_since)| async move {
                 let result = act(ctx, pod_api_ref, &pod, &t, &step, &mut hooked_since).await;
+                // As Kruise's `inplaceupdate.Update` does: the patch right after the gate, from the
+                // pod the gate's write returned, not a watch turn later. In between, Kruise's refresh
+                // of the set (it runs while the set is paused) finds the gate False on a pod without
+                // an in-place state and puts it back to True, and the containers would restart with
+                // the pod back in its load balancer. The patch tests that the gate is still False.
+                let (pod, step, result) = match result {
+                    Ok(StepResult::MarkedNotReady(written)) => {
+                        let next = plan::next_step(&written, &t, now());
+                        if matches!(next, Step::Patch { .. }) {
+                            let r =
+                                act(ctx, pod_api_ref, &written, &t, &next, &mut hooked_since).await;
+                            (Arc::new(*written), next, r)
+                        } else {
+                            (Arc::new(*written), step, Ok(StepResult::Wrote))
+                        }
+                    }
+                    other => (pod, step, other),
+                };
                 (name, pod, t, step, hooked_since, result)
             })
             .buffered(STEPS_IN_FLIGHT)
@@ -629,7 +647,9 @@ pub(crate) async fn hot_update(
             };
             entry.hooked_since = hooked_since;
             match result {
-                Ok(StepResult::Wrote) => entry.acted_on = pod.metadata.resource_version.clone(),
+                Ok(StepResult::Wrote | StepResult::MarkedNotReady(_)) => {
+                    entry.acted_on = pod.metadata.resource_version.clone()
+                }
                 Ok(StepResult::Waiting) => {}
                 Ok(StepResult::Done) => {
                     let rolled_back = entry.rollback.is_some();
@@ -695,7 +715,8 @@ pub(crate) async fn hot_update(
                     continue;
                 }
                 Err(e) if e.is_conflict() => {
-                    // Someone changed the pod since it was read: the next turn re-plans it.
+                    // Someone changed the pod since it was read (or a guarded patch found it changed):
+                    // the next turn re-plans it.
                 }
                 Err(
                     e @ (ClusterError::AdmissionDenied { .. } | ClusterError::WebhookFailed { .. }),
@@ -724,9 +745,7 @@ pub(crate) async fn hot_update(
                     if matches!(step, Step::Patch { .. })
                         && plan::condition(&pod, CONDITION_INPLACE_READY) == Some("False")
                     {
-                        let patch = json!({"status": {"conditions": [{
-                            "type": CONDITION_INPLACE_READY, "status": "True", "lastTransitionTime": rfc3339_now(),
-                        }]}});
+                        let patch = gate_ready_again();
                         let _ = ctx
                             .writer
                             .run(
@@ -1014,6 +1033,8 @@ fn rollback_target(pod: &Pod, target: &Target) -> Option<Target> {
 
 enum StepResult {
     Wrote,
+    /// `InPlaceUpdateReady` False written; the pod as the API server returned it.
+    MarkedNotReady(Box<Pod>),
     Waiting,
     Done,
     Failed(String),
@@ -1091,13 +1112,15 @@ async fn act(
                 }));
             }
             let patch = json!({ "status": { "conditions": conditions } });
-            ctx.writer
+            let written = ctx
+                .writer
                 .run(
                     "mark not ready",
                     object,
                     api.patch_status(&name, &pod_patch_params(), &Patch::Strategic(patch)),
                 )
                 .await?;
+            return Ok(StepResult::MarkedNotReady(Box::new(written)));
         }
         Step::Patch { containers } => {
             let ops = patch_ops(pod, t, containers);
@@ -1177,9 +1200,7 @@ async fn act(
                     .await?;
             }
             if plan::condition(pod, CONDITION_INPLACE_READY) != Some("True") {
-                let patch = json!({"status": {"conditions": [{
-                    "type": CONDITION_INPLACE_READY, "status": "True", "lastTransitionTime": rfc3339_now(),
-                }]}});
+                let patch = gate_ready_again();
                 ctx.writer
                     .run(
                         "mark ready",
@@ -1191,6 +1212,16 @@ async fn act(
         }
     }
     Ok(StepResult::Wrote)
+}
+
+/// `InPlaceUpdateReady` True again, as Kruise's `Refresh` writes it: the reason and message of the False
+/// are taken out (a strategic merge keeps a condition's other fields), since Kruise's `hasEqualCondition`
+/// compares them and would otherwise write the condition again (its refresh runs while the set is paused).
+fn gate_ready_again() -> Value {
+    json!({"status": {"conditions": [{
+        "type": CONDITION_INPLACE_READY, "status": "True", "reason": null, "message": null,
+        "lastTransitionTime": rfc3339_now(),
+    }]}})
 }
 
 /// The state annotation with the containers that Kruise's check would never count complete taken out
@@ -1270,6 +1301,19 @@ fn patch_ops(pod: &Pod, t: &Target, containers: &[String]) -> Vec<Value> {
         if t.grace.is_zero() {
             ops.push(json!({"op": "replace", "path": format!("/spec/containers/{i}/image"), "value": img}));
         }
+    }
+    // The gate as it was read: False. Kruise's refresh may have put it back to True since; then the
+    // patch is refused (422) and the next turn marks the pod not ready again (another writer's
+    // reordering of the conditions refuses it too; the next turn re-plans it from the watch).
+    let gate_at = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().position(|c| c.type_ == CONDITION_INPLACE_READY));
+    if let Some(i) =
+        gate_at.filter(|_| plan::condition(pod, CONDITION_INPLACE_READY) == Some("False"))
+    {
+        ops.push(json!({"op": "test", "path": format!("/status/conditions/{i}/status"), "value": "False"}));
     }
     let label_path = format!("/metadata/labels/{}", pointer_escape(LABEL_REVISION_HASH));
     match live::revision(pod) {
