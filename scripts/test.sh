@@ -13,4 +13,25 @@ KUBE_BIN_DIR="$(scripts/build-kube.sh | tail -n 1)"
 export KUBE_BIN_DIR
 HOTSYNC_TEST_HELM="$(scripts/install-helm.sh | tail -n 1)"
 export HOTSYNC_TEST_HELM
-cargo test --locked --workspace "$@"
+status=0
+cargo test --locked --workspace "$@" || status=$?
+
+# Each test binary's shared test bed lives in a static, which Rust never drops: a reaper process stops
+# it (and removes its state directory) once the binary has exited. Wait for the reapers whose owner is
+# gone, so that nothing is left running or on disk when this script returns, even if whatever ran it
+# stops every process then. Reapers of test beds whose owner still runs are not ours to wait for.
+orphaned_reapers() {
+  local pid owner
+  for pid in $(pgrep -f '^bash -c while kill -0 [0-9]+ 2>/dev/null; do sleep 0.5; done; bash' || true); do
+    owner="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | sed -n 's/^bash -c while kill -0 \([0-9]*\) .*/\1/p')"
+    [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null && echo "$pid"
+  done
+  return 0
+}
+for _ in $(seq 240); do
+  [ -z "$(orphaned_reapers)" ] && break
+  sleep 0.5
+done
+left="$(orphaned_reapers)"
+[ -z "$left" ] || echo "test.sh: test bed reapers still stopping after 120 s: $left" >&2
+exit "$status"

@@ -355,10 +355,11 @@ impl LocalCluster {
         &self.images
     }
 
-    /// A watcher process that runs the stop script once this process is gone.
+    /// A watcher process that runs the stop script once this process is gone. It keeps its command line
+    /// to the end (its last command is not exec'd in its place), so that scripts/test.sh can wait for it.
     fn spawn_reaper(&self) -> std::io::Result<std::process::Child> {
         let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; bash \"$0\" \"$1\" >/dev/null 2>&1; {cleanup}",
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; bash \"$0\" \"$1\" >/dev/null 2>&1; {cleanup}; exit 0",
             pid = std::process::id(),
             cleanup = if self.remove_state_dir { "rm -rf \"$2\"" } else { "true" },
         );
