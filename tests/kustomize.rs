@@ -147,6 +147,31 @@ fn a_patch_of_one_overlay_changes_that_overlay_alone() {
 }
 
 #[test]
+fn an_overlay_added_is_planned_as_created_and_one_removed_as_deleted() {
+    let mut repo = studio();
+    repo.remove("clusters/us/kustomization.yaml");
+    repo.write("clusters/ap/kustomization.yaml", &us_overlay("ap", None));
+    repo.commit_all("us closed, ap opened");
+    let (_, plan, err) = plan_json(&repo);
+    assert_eq!(
+        impacts(&plan),
+        ["ap/minecraft Create", "us/minecraft Delete"],
+        "{plan:#}\n{err}"
+    );
+}
+
+#[test]
+fn a_kustomization_renamed_to_its_other_spelling_is_no_change() {
+    let mut repo = studio();
+    repo.remove("clusters/us/kustomization.yaml");
+    repo.write("clusters/us/kustomization.yml", &us_overlay("us", None));
+    repo.commit_all("us: kustomization.yml");
+    let (code, plan, err) = plan_json(&repo);
+    assert_eq!(impacts(&plan), Vec::<String>::new(), "{plan:#}\n{err}");
+    assert_eq!(code, 0, "{plan:#}\n{err}");
+}
+
+#[test]
 fn a_broken_overlay_is_an_error_naming_it_with_kustomizes_message_and_the_other_is_still_planned() {
     let mut repo = studio();
     repo.write("bases/game/gss.yaml", &base_set("v2"));

@@ -7,7 +7,7 @@
 //! them before parsing, which keeps a syntax error in one document from ending the stream.
 
 use crate::model::GameServerSet;
-use serde::Serialize;
+use serde::{Deserialize as _, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -445,7 +445,7 @@ fn load_document(
     let name = name.unwrap_or_default().to_string();
     // Typed decoding from the parsed value is cheap; only when it fails is the text parsed again, by
     // saphyr, for the error's line.
-    let typed = serde_json::from_value::<GameServerSet>(raw.clone()).or_else(|_| {
+    let typed = GameServerSet::deserialize(&raw).or_else(|_| {
         serde_saphyr::from_str_with_options::<GameServerSet>(&chunk.text, saphyr_options())
     });
     let mut gss: GameServerSet = match typed {
@@ -651,8 +651,14 @@ fn unknown_fields(gss: &GameServerSet) -> Vec<(String, Value)> {
     out
 }
 
-/// Paths present (and not null) in `raw` but absent from `typed`: what typed decoding dropped.
+/// Paths present (and not null) in `raw` but absent from `typed`: what typed decoding dropped. A path
+/// is spelled out only for what was dropped.
 fn dropped_paths(path: &str, raw: &Value, typed: &Value, out: &mut Vec<String>) {
+    let mut at: Vec<String> = vec![path.to_string()];
+    dropped_under(&mut at, raw, typed, out);
+}
+
+fn dropped_under(at: &mut Vec<String>, raw: &Value, typed: &Value, out: &mut Vec<String>) {
     match (raw, typed) {
         (Value::Object(r), Value::Object(t)) => {
             for (k, v) in r {
@@ -660,19 +666,29 @@ fn dropped_paths(path: &str, raw: &Value, typed: &Value, out: &mut Vec<String>) 
                     continue;
                 }
                 match t.get(k) {
-                    Some(tv) => dropped_paths(&format!("{path}.{k}"), v, tv, out),
-                    None => out.push(format!("{path}.{k}")),
+                    Some(tv) if tv == v => {}
+                    Some(tv) => {
+                        at.push(format!(".{k}"));
+                        dropped_under(at, v, tv, out);
+                        at.pop();
+                    }
+                    None => out.push(format!("{}.{k}", at.concat())),
                 }
             }
         }
         (Value::Array(r), Value::Array(t)) => {
             for (i, (rv, tv)) in r.iter().zip(t).enumerate() {
+                if rv == tv {
+                    continue;
+                }
                 let label = rv
                     .get("name")
                     .and_then(Value::as_str)
                     .map(str::to_string)
                     .unwrap_or_else(|| i.to_string());
-                dropped_paths(&format!("{path}[{label}]"), rv, tv, out);
+                at.push(format!("[{label}]"));
+                dropped_under(at, rv, tv, out);
+                at.pop();
             }
         }
         _ => {}

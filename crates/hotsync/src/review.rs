@@ -5,6 +5,7 @@
 //! overlays, so a set moved from one file to another is no change, and the cost of a plan follows the
 //! size of the change rather than the size of the repository.
 
+use crate::git::{ChangedFile, TreeFile};
 use crate::manifest::LoadOptions;
 use crate::plan::{Plan, Revision};
 use crate::render::kustomize::{Layout, Overlay};
@@ -24,18 +25,22 @@ pub fn plan_between(
     let base_oid = oid(repo, &base)?;
     let head_oid = oid(repo, &head)?;
     let changed = repo.changed_files(base_oid, head_oid, dir)?;
-    // The overlays on each side, and the files they read: those are no plain manifests.
-    let old_layout = crate::source::layout_under(repo, base_oid, dir, opts)?;
-    let new_layout = crate::source::layout_under(repo, head_oid, dir, opts)?;
+    // The overlays on each side, and the files they read: those are no plain manifests. The tree is
+    // walked once, at head; base's kustomizations and charts are head's as the diff takes them back.
+    let new_roots = crate::source::rendered_roots_under(repo, head_oid, dir)?;
+    let old_roots = roots_before(&new_roots, &changed);
+    let old_layout = crate::source::layout_at(repo, base_oid, &old_roots, opts)?;
+    let new_layout = crate::source::layout_at(repo, head_oid, &new_roots, opts)?;
+    let manifest = |f: &TreeFile| crate::manifest::is_manifest_path(&f.path);
     let old_files: Vec<_> = changed
         .iter()
         .filter_map(|c| c.old.clone())
-        .filter(|f| !old_layout.owns(&f.path))
+        .filter(|f| manifest(f) && !old_layout.owns(&f.path))
         .collect();
     let new_files: Vec<_> = changed
         .iter()
         .filter_map(|c| c.new.clone())
-        .filter(|f| !new_layout.owns(&f.path))
+        .filter(|f| manifest(f) && !new_layout.owns(&f.path))
         .collect();
     let mut old = crate::source::load_files(repo, &old_files, opts)?;
     let mut new = crate::source::load_files(repo, &new_files, opts)?;
@@ -98,6 +103,29 @@ pub fn plan_between(
         &new.sets,
         &new.diagnostics,
     ))
+}
+
+/// The rendered roots (kustomization files, charts) at base, from those at head and the files that
+/// changed between them: head's, but for those added since, and every one the diff shows at base.
+fn roots_before(head: &[String], changed: &[ChangedFile]) -> Vec<String> {
+    let added: std::collections::HashSet<&str> = changed
+        .iter()
+        .filter(|c| c.old.is_none())
+        .filter_map(|c| c.new.as_ref().map(|f| f.path.as_str()))
+        .collect();
+    let mut roots: std::collections::BTreeSet<String> = head
+        .iter()
+        .filter(|p| !added.contains(p.as_str()))
+        .cloned()
+        .collect();
+    roots.extend(
+        changed
+            .iter()
+            .filter_map(|c| c.old.as_ref())
+            .filter(|f| crate::render::is_rendered_root(&f.path))
+            .map(|f| f.path.clone()),
+    );
+    roots.into_iter().collect()
 }
 
 fn oid(repo: &Repo, r: &Revision) -> Result<crate::git::CommitId, SourceError> {

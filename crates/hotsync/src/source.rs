@@ -6,7 +6,7 @@
 //! Blocking (libgit2 and parsing): async code calls it from `tokio::task::spawn_blocking`.
 
 pub use crate::git::{is_remote, Ancestry, CommitInfo, FetchOptions, Repo, SourceError, TreeFile};
-use crate::git::{CommitId, PathEntry};
+use crate::git::{BlobId, CommitId, PathEntry};
 use crate::manifest::{self, LoadOptions, Manifests};
 use crate::render::helm::Helm;
 use crate::render::kustomize::{self, Entry, Kustomize, Layout, Overlay};
@@ -21,17 +21,19 @@ pub fn load_files(
     files: &[TreeFile],
     opts: &LoadOptions,
 ) -> Result<Manifests, SourceError> {
-    let mut sources = Vec::with_capacity(files.len());
-    for f in files {
-        sources.push(SourceFile {
+    let blobs: Vec<BlobId> = files
+        .iter()
+        .filter(|f| !f.symlink)
+        .map(|f| f.blob)
+        .collect();
+    let mut contents = repo.read_blobs(&blobs)?.into_iter();
+    let sources = files
+        .iter()
+        .map(|f| SourceFile {
             path: f.path.clone(),
-            content: if f.symlink {
-                None
-            } else {
-                Some(repo.read_blob(f.blob)?)
-            },
-        });
-    }
+            content: if f.symlink { None } else { contents.next() },
+        })
+        .collect();
     let (rendered, diagnostics) = PlainYaml.render(sources);
     let mut m = parse(&rendered, opts);
     m.diagnostics.extend(diagnostics);
@@ -138,25 +140,32 @@ pub fn layout_of(
     )
 }
 
-/// The kustomizations and charts under `dir` at `commit`, found by a walk that keeps nothing else; an empty
-/// layout when `dir` is not there.
+/// The paths of the kustomizations and charts under `dir` at `commit`, by a walk that keeps nothing else.
 ///
 /// # Errors
-/// When the tree cannot be read.
-pub fn layout_under(
+/// When the tree cannot be read, or `dir` is not there.
+pub fn rendered_roots_under(
     repo: &Repo,
     commit: CommitId,
     dir: &str,
+) -> Result<Vec<String>, SourceError> {
+    repo.files_named(commit, dir, &crate::render::RENDERED_FILES)
+}
+
+/// The kustomizations and charts at `commit` whose files are `roots` (kustomization files and
+/// `Chart.yaml`s, as [`rendered_roots_under`] finds them).
+///
+/// # Errors
+/// When the tree cannot be read.
+pub fn layout_at(
+    repo: &Repo,
+    commit: CommitId,
+    roots: &[String],
     opts: &LoadOptions,
 ) -> Result<Layout, SourceError> {
-    let paths = match repo.files_named(commit, dir, &crate::render::RENDERED_FILES) {
-        Ok(p) => p,
-        Err(SourceError::NoSuchPath { .. }) => return Ok(Layout::default()),
-        Err(e) => return Err(e),
-    };
     crate::render::discover(
         &AtCommit { repo, commit },
-        &paths,
+        roots,
         &opts.kustomize,
         &opts.helm,
     )

@@ -24,6 +24,16 @@ pub mod tls;
 pub mod trailers;
 
 pub use id::{BlobId, CommitId, InvalidId};
+/// libgit2's process-wide options, set once before the first repository is opened.
+///
+/// Object hashes are not re-verified on every read: libgit2 does that by default and it is a tenth of a
+/// large plan's time, while git itself never does on read. What is fetched is still hashed, by the
+/// pack indexer that names every object it receives; what is on disk is the repository's own.
+pub(crate) fn configure() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| git2::opts::strict_hash_verification(false));
+}
+
 pub use repo::{
     is_remote, Ancestry, ChangedFile, CommitInfo, FetchOptions, PathEntry, Repo, SourceError,
     TreeFile,

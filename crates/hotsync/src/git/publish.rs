@@ -242,6 +242,7 @@ impl Publisher {
         };
         let digest = hex::encode(Sha256::digest(url.as_bytes()));
         let local_path = work_dir.join(format!("status-{}", &digest[..16]));
+        super::configure();
         let repo = match Repository::open_bare(&local_path) {
             Ok(r) => r,
             Err(_) => {
