@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cache;
 pub mod cluster;
 mod gc;
 pub mod images;

@@ -4,17 +4,20 @@
 //! Follows openkruise/kruise-game `pkg/controllers/gameserver/gameserver_controller.go` (`Reconcile`) and
 //! `gameserver_manager.go` (`SyncGsToPod`, `SyncPodToGs`, `syncNetworkStatus`, `WaitOrNot`), with
 //! `pkg/util/gameserver.go` (`InitGameServer`) and `gameserver_conditions.go` (`getConditions`). Service
-//! qualities are not simulated (their probe results come from kruise-daemon).
+//! qualities are not simulated (their probe results come from kruise-daemon). Reads go through OKG's
+//! cached client, as upstream's `r.Get`s do (see [`crate::cache`]): a reconcile is only ever run for a
+//! pod the cache holds, so upstream's branch for a pod already gone (deleting its GameServer when the
+//! GameServer is labelled `gs-deleting`) has no trigger here.
 
 use super::{api_err, patch_params, post_params, OkgError};
 use crate::names::{
     gs_state, lifecycle as lc, ops_state, KRUISE_LIFECYCLE_STATE, OKG_DELETE_PRIORITY,
-    OKG_GS_DELETING, OKG_GS_STATE, OKG_GS_TEMPLATE_METADATA_HASH, OKG_NETWORK_DISABLED,
-    OKG_NETWORK_STATUS, OKG_NETWORK_TRIGGER_TIME, OKG_NETWORK_TYPE, OKG_NODE_NAME, OKG_OPS_STATE,
+    OKG_GS_STATE, OKG_GS_TEMPLATE_METADATA_HASH, OKG_NETWORK_DISABLED, OKG_NETWORK_STATUS,
+    OKG_NETWORK_TRIGGER_TIME, OKG_NETWORK_TYPE, OKG_NODE_NAME, OKG_OPS_STATE,
     OKG_OPS_STATE_LAST_CHANGED, OKG_OWNER_GSS, OKG_STATE_LAST_CHANGED, OKG_UPDATE_PRIORITY,
     OKG_UPDATING_CONTAINERS,
 };
-use crate::{pods, shutdown_signal, SimError};
+use crate::{cache, pods, shutdown_signal, SimError};
 use futures::StreamExt as _;
 use hotsync_model::{GameServer, GameServerSet, GameServerSpec};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -22,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::ResourceExt as _;
 use serde_json::{json, Map, Value};
@@ -37,34 +40,60 @@ const NETWORK_TOTAL_WAIT: Duration = Duration::from_secs(60);
 
 struct Ctx {
     client: kube::Client,
+    /// OKG's cached client: GameServers, GameServerSets and Nodes as the manager's informers have them.
+    game_servers: Store<GameServer>,
+    sets: Store<GameServerSet>,
+    nodes: Store<Node>,
 }
 
-/// Runs the GameServer controller until shutdown.
+/// Runs the GameServer controller until shutdown. Its reads come from informers (see [`crate::cache`]):
+/// the pods it reconciles and the GameServers that trigger it, the sets and nodes it only reads.
 pub(crate) async fn run(
     client: kube::Client,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), SimError> {
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-    });
-    Controller::new(
+    let (pods, pod_events) = cache::informer(
         Api::<Pod>::all(client.clone()),
         watcher::Config::default().labels(OKG_OWNER_GSS),
-    )
-    .watches(
-        Api::<GameServer>::all(client),
+    );
+    let (game_servers, gs_events) = cache::informer(
+        Api::<GameServer>::all(client.clone()),
         watcher::Config::default(),
-        |gs: GameServer| Some(ObjectRef::<Pod>::new(&gs.name_any()).within(&gs.namespace()?)),
-    )
-    .trigger_backoff(hotsync_model::WatchBackoff::default())
-    .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
-    .run(reconcile, error_policy, ctx)
-    .for_each(|res| async move {
-        if let Err(e) = res {
-            tracing::debug!(error = %e, "okg gameserver reconcile");
-        }
-    })
-    .await;
+    );
+    let (sets, set_events) = cache::informer(
+        Api::<GameServerSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let (nodes, node_events) =
+        cache::informer(Api::<Node>::all(client.clone()), watcher::Config::default());
+    let ctx = Arc::new(Ctx {
+        client,
+        game_servers: game_servers.clone(),
+        sets: sets.clone(),
+        nodes: nodes.clone(),
+    });
+    let controller = async {
+        cache::synced(&sets).await;
+        cache::synced(&nodes).await;
+        Controller::for_stream(pod_events, pods)
+            .watches_stream(gs_events, |gs: GameServer| {
+                Some(ObjectRef::<Pod>::new(&gs.name_any()).within(&gs.namespace()?))
+            })
+            .trigger_backoff(hotsync_model::WatchBackoff::default())
+            .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
+            .run(reconcile, error_policy, ctx)
+            .for_each(|res| async move {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "okg gameserver reconcile");
+                }
+            })
+            .await;
+    };
+    tokio::select! {
+        () = controller => {}
+        () = cache::drive(set_events) => {}
+        () = cache::drive(node_events) => {}
+    }
     if *shutdown.borrow() {
         Ok(())
     } else {
@@ -146,40 +175,16 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, OkgError> {
     let name = pod.name_any();
     let key = format!("{ns}/{name}");
     let gs_api: Api<GameServer> = Api::namespaced(ctx.client.clone(), &ns);
-    let gss_api: Api<GameServerSet> = Api::namespaced(ctx.client.clone(), &ns);
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(owner) = pod.labels().get(OKG_OWNER_GSS).cloned() else {
         return Ok(Action::await_change());
     };
-    // The pod as the API server has it now (the trigger may be old).
-    let Some(pod) = pods_api
-        .get_opt(&name)
-        .await
-        .map_err(api_err("read pod", key.clone()))?
-    else {
-        if let Some(gs) = gs_api
-            .get_opt(&name)
-            .await
-            .map_err(api_err("read gameserver", key.clone()))?
-        {
-            if gs.labels().get(OKG_GS_DELETING).map(String::as_str) == Some("true") {
-                let _ = gs_api.delete(&name, &Default::default()).await;
-            }
-        }
+    // The pod, the set and the GameServer as the cache has them (upstream's `r.Get`s).
+    let pod = (*pod).clone();
+    let Some(gss) = cache::get(&ctx.sets, Some(&ns), &owner) else {
         return Ok(Action::await_change());
     };
-    let Some(gss) = gss_api
-        .get_opt(&owner)
-        .await
-        .map_err(api_err("read gameserverset", format!("{ns}/{owner}")))?
-    else {
-        return Ok(Action::await_change());
-    };
-    let gs = gs_api
-        .get_opt(&name)
-        .await
-        .map_err(api_err("read gameserver", key.clone()))?;
-    let Some(gs) = gs else {
+    let Some(gs) = cache::get(&ctx.game_servers, Some(&ns), &name) else {
         let gs = init_game_server(&gss, &pod);
         match gs_api.create(&post_params(), &gs).await {
             Ok(_) => {}
@@ -597,9 +602,8 @@ async fn conditions(ctx: &Ctx, pod: &Pod, old: Option<&Value>) -> Value {
         .and_then(|s| s.node_name.clone())
         .filter(|n| !n.is_empty())
     {
-        let nodes: Api<Node> = Api::all(ctx.client.clone());
         let mut node_problems = Vec::new();
-        if let Ok(Some(n)) = nodes.get_opt(&node).await {
+        if let Some(n) = cache::get(&ctx.nodes, None, &node) {
             for c in n.status.iter().flat_map(|s| s.conditions.iter().flatten()) {
                 let bad = if c.type_ == "Ready" {
                     c.status != "True"

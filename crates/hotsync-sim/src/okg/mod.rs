@@ -5,7 +5,8 @@
 //! The GameServerSet pass follows `pkg/controllers/gameserverset/gameserverset_controller.go` (`Reconcile`)
 //! and `gameserverset_manager.go` (`GetReplicasAfterKilling`, `IsNeedToScale`, `GameServerScale`,
 //! `computeToScaleGs`, `IsNeedToUpdateWorkload`, `UpdateWorkload`, `SyncStatus`): each step returns as soon
-//! as it acts, and the next event carries on. Not simulated: PodProbeMarkers (service qualities need
+//! as it acts, and the next event carries on. Its workloads and pods are read from OKG's cache, as
+//! upstream's `r.Get` and `r.List` read them (see [`crate::cache`]). Not simulated: PodProbeMarkers (service qualities need
 //! kruise-daemon's probes), the `reclaimPolicy: Delete` GameServer bookkeeping of scale-downs.
 
 pub mod gameserver;
@@ -17,14 +18,14 @@ use crate::names::{
     lifecycle as lc, ops_state, OKG_ASTS_HASH, OKG_DELETE_PRIORITY, OKG_GS_STATE, OKG_OPS_STATE,
     OKG_OWNER_GSS, OKG_RESERVE_IDS,
 };
-use crate::{pods, shutdown_signal, SimError};
+use crate::{cache, pods, shutdown_signal, SimError};
 use futures::StreamExt as _;
 use hotsync_model::{AdvancedStatefulSet, GameServerSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::ResourceExt as _;
 use serde_json::{json, Value};
@@ -82,43 +83,51 @@ pub(crate) fn post_params() -> PostParams {
 
 struct Ctx {
     client: kube::Client,
+    /// OKG's cached client: the Advanced StatefulSets and the sets' pods as the informers have them.
+    workloads: Store<AdvancedStatefulSet>,
+    pods: Store<Pod>,
 }
 
-/// Runs the GameServerSet controller until shutdown.
+/// Runs the GameServerSet controller until shutdown. Its reads come from informers (see
+/// [`crate::cache`]): the sets it reconciles, the workloads it owns, the pods that trigger it.
 pub(crate) async fn run_gss(
     client: kube::Client,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), SimError> {
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-    });
-    Controller::new(
+    let (sets, set_events) = cache::informer(
         Api::<GameServerSet>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .owns(
+    );
+    let (workloads, workload_events) = cache::informer(
         Api::<AdvancedStatefulSet>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .watches(
-        Api::<Pod>::all(client),
+    );
+    let (pods, pod_events) = cache::informer(
+        Api::<Pod>::all(client.clone()),
         watcher::Config::default().labels(OKG_OWNER_GSS),
-        |pod: Pod| {
+    );
+    let ctx = Arc::new(Ctx {
+        client,
+        workloads: workloads.clone(),
+        pods: pods.clone(),
+    });
+    Controller::for_stream(set_events, sets)
+        .owns_stream(workload_events)
+        .watches_stream(pod_events, |pod: Pod| {
             let ns = pod.namespace();
             pod.labels().get(OKG_OWNER_GSS).map(|n| {
                 ObjectRef::<GameServerSet>::new(n).within(ns.as_deref().unwrap_or_default())
             })
-        },
-    )
-    .trigger_backoff(hotsync_model::WatchBackoff::default())
-    .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
-    .run(reconcile, error_policy, ctx)
-    .for_each(|res| async move {
-        if let Err(e) = res {
-            tracing::debug!(error = %e, "okg gameserverset reconcile");
-        }
-    })
-    .await;
+        })
+        .trigger_backoff(hotsync_model::WatchBackoff::default())
+        .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "okg gameserverset reconcile");
+            }
+        })
+        .await;
     if *shutdown.borrow() {
         Ok(())
     } else {
@@ -148,11 +157,7 @@ async fn reconcile(gss: Arc<GameServerSet>, ctx: Arc<Ctx>) -> Result<Action, Okg
     let key = format!("{ns}/{name}");
     let asts_api: Api<AdvancedStatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
     let gss_api: Api<GameServerSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(mut asts) = asts_api
-        .get_opt(&name)
-        .await
-        .map_err(api_err("read the statefulset of", key.clone()))?
-    else {
+    let Some(mut asts) = cache::get(&ctx.workloads, Some(&ns), &name).map(|a| (*a).clone()) else {
         let asts = workload::init_asts(&gss);
         match asts_api.create(&post_params(), &asts).await {
             Ok(_) => {}
@@ -161,12 +166,16 @@ async fn reconcile(gss: Arc<GameServerSet>, ctx: Arc<Ctx>) -> Result<Action, Okg
         }
         return Ok(Action::await_change());
     };
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pod_list = pods_api
-        .list(&ListParams::default().labels(&format!("{OKG_OWNER_GSS}={name}")))
-        .await
-        .map_err(api_err("list the pods of", key.clone()))?
-        .items;
+    // The set's pods as the cache has them (upstream lists them by its owner label).
+    let mut pod_list: Vec<Pod> = ctx
+        .pods
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|p| p.labels().get(OKG_OWNER_GSS) == Some(&name))
+        .map(|p| (**p).clone())
+        .collect();
+    pod_list.sort_by_key(kube::ResourceExt::name_any);
 
     // Kill: GameServers set to Kill lower the replicas, once the set is steady.
     let replicas = gss.spec.replicas.unwrap_or(0);
