@@ -167,21 +167,20 @@ async fn reconcile(gss: Arc<GameServerSet>, ctx: Arc<Ctx>) -> Result<Action, Okg
         return Ok(Action::await_change());
     };
     // The set's pods as the cache has them (upstream lists them by its owner label).
-    let mut pod_list: Vec<Pod> = ctx
+    let mut pod_list: Vec<Arc<Pod>> = ctx
         .pods
         .state()
-        .iter()
+        .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
         .filter(|p| p.labels().get(OKG_OWNER_GSS) == Some(&name))
-        .map(|p| (**p).clone())
         .collect();
-    pod_list.sort_by_key(kube::ResourceExt::name_any);
+    pod_list.sort_by_key(|p| p.name_any());
 
     // Kill: GameServers set to Kill lower the replicas, once the set is steady.
     let replicas = gss.spec.replicas.unwrap_or(0);
     let steady = Some(replicas) == asts.spec.replicas
         && usize::try_from(replicas).ok() == Some(pod_list.len())
-        && !pod_list.iter().any(pods::is_terminating);
+        && !pod_list.iter().any(|p| pods::is_terminating(p));
     if steady {
         let to_kill = pod_list
             .iter()
@@ -237,7 +236,7 @@ async fn scale(
     ctx: &Ctx,
     gss: &GameServerSet,
     asts: &mut AdvancedStatefulSet,
-    pod_list: &[Pod],
+    pod_list: &[Arc<Pod>],
     spec_ids: &BTreeSet<i32>,
     annotation_ids: &BTreeSet<i32>,
 ) -> Result<(), OkgError> {
@@ -320,7 +319,7 @@ pub fn compute_to_scale(
     annotation_ids: &BTreeSet<i32>,
     implicit: &BTreeSet<i32>,
     expected: usize,
-    pod_list: &[Pod],
+    pod_list: &[Arc<Pod>],
     set: &str,
 ) -> (BTreeSet<i32>, BTreeSet<i32>) {
     let new_add_explicit: BTreeSet<i32> = spec_ids.difference(annotation_ids).copied().collect();
@@ -445,7 +444,7 @@ async fn sync_status(
     api: &Api<GameServerSet>,
     gss: &GameServerSet,
     asts: &AdvancedStatefulSet,
-    pod_list: &[Pod],
+    pod_list: &[Arc<Pod>],
 ) -> Result<(), OkgError> {
     let count = |f: &dyn Fn(&Pod) -> bool| pod_list.iter().filter(|p| f(p)).count();
     let a = asts.status.clone().unwrap_or_default();
@@ -493,6 +492,10 @@ mod tests {
         .expect("pod")
     }
 
+    fn arcs(pods: Vec<Pod>) -> Vec<Arc<Pod>> {
+        pods.into_iter().map(Arc::new).collect()
+    }
+
     #[test]
     fn scale_down_removes_kill_then_wait_to_be_deleted_then_higher_priority_then_higher_ordinal() {
         let pods = vec![
@@ -503,7 +506,7 @@ mod tests {
             pod("s-4", "Allocated", "9"),
         ];
         let none = BTreeSet::new();
-        let (managed, reserved) = compute_to_scale(&none, &none, &none, 2, &pods, "s");
+        let (managed, reserved) = compute_to_scale(&none, &none, &none, 2, &arcs(pods), "s");
         assert_eq!(managed, BTreeSet::from([0, 4]));
         assert_eq!(reserved, BTreeSet::from([1, 2, 3]));
     }
@@ -513,7 +516,7 @@ mod tests {
         let pods = vec![pod("s-0", "None", "0"), pod("s-3", "None", "0")];
         let implicit = BTreeSet::from([1, 2]);
         let none = BTreeSet::new();
-        let (_, reserved) = compute_to_scale(&none, &none, &implicit, 3, &pods, "s");
+        let (_, reserved) = compute_to_scale(&none, &none, &implicit, 3, &arcs(pods), "s");
         assert_eq!(reserved, BTreeSet::from([2]));
         let set = BTreeSet::from([1, 2, 5, 6, 7, 10]);
         assert_eq!(ordinal_set_to_string(&set), "1,2,5-7,10");
