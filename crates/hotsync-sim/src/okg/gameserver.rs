@@ -470,7 +470,7 @@ async fn sync_pod_to_gs(
         .conditions
         .as_ref()
         .and_then(|c| serde_json::to_value(c).ok());
-    let conditions = conditions(ctx, pod, old_conditions.as_ref()).await;
+    let conditions = conditions(ctx, pod, old_conditions.as_ref());
     let mut status = json!({
         "podStatus": pod.status,
         "currentState": pods::label(pod, OKG_GS_STATE).unwrap_or_default(),
@@ -558,7 +558,7 @@ fn network_status(pod: &Pod, old: Option<&Value>) -> (Value, bool) {
 }
 
 /// `getConditions`: `PodNormal`, `NodeNormal` (when scheduled) and `PersistentVolumeNormal`.
-async fn conditions(ctx: &Ctx, pod: &Pod, old: Option<&Value>) -> Value {
+fn conditions(ctx: &Ctx, pod: &Pod, old: Option<&Value>) -> Value {
     let old: Vec<Value> = old.and_then(Value::as_array).cloned().unwrap_or_default();
     let mut out = Vec::new();
     let mut problems: Vec<(String, String)> = Vec::new();
